@@ -1,0 +1,361 @@
+"""Sample and label store on SQLAlchemy 2 Core: SQLite by default, PostgreSQL by URL.
+
+Tables: ``samples`` (one row per selected image), ``labels`` (one per
+``(sample_id, labeler)``; a new class from the same labeler is a correction) and
+``pseudo_labels`` (model predictions, one per ``(sample_id, model_version)``, kept
+apart: ``training_set`` never reads them). Labels have no foreign key to samples:
+they come from another topic and may arrive first. Every write is one short
+transaction of ``INSERT ... ON CONFLICT`` per batch, so redelivery is harmless. On
+SQLite each connection uses WAL and a 30 s busy timeout, so processes can share a file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import (JSON, Column, DateTime, Engine, Float, Integer, MetaData, String, Table,
+                        TypeDecorator, create_engine, event, func, or_, select)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import StaticPool
+
+from activestream.errors import InvalidInput, NotFound
+
+__all__ = ["Label", "SampleStore", "Sample", "metadata", "SAMPLES", "LABELS", "PSEUDO_LABELS"]
+
+LABEL_KINDS = ("human", "gold", "seed")
+SQLITE_BUSY_MS = 30_000
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive, in UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+metadata = MetaData()
+SAMPLES = Table(
+    "samples", metadata,
+    Column("id", String, primary_key=True),
+    Column("blob_key", String),
+    Column("source", String, nullable=False),
+    Column("model_version", Integer),
+    Column("predicted", Integer),
+    Column("score", Float),
+    Column("reason", String),
+    Column("selection_prob", Float),
+    Column("meta", JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+)
+LABELS = Table(
+    "labels", metadata,
+    Column("sample_id", String, primary_key=True),
+    Column("labeler", String, primary_key=True),
+    Column("label", Integer, nullable=False),
+    Column("kind", String, nullable=False, index=True),
+    Column("created", UTCDateTime, nullable=False),
+)
+PSEUDO_LABELS = Table(
+    "pseudo_labels", metadata,
+    Column("sample_id", String, primary_key=True),
+    Column("model_version", Integer, primary_key=True),
+    Column("label", Integer, nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("created", UTCDateTime, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """An image selected for labelling, and why.
+
+    >>> Sample("img-1", blob_key="img-1.png", reason="uncertain", score=0.8).reason
+    'uncertain'
+    """
+
+    id: str
+    blob_key: str | None = None
+    source: str = ""
+    model_version: int | None = None
+    predicted: int | None = None
+    score: float | None = None
+    reason: str | None = None
+    selection_prob: float | None = None
+    meta: dict = field(default_factory=dict)
+    created: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Label:
+    """One labeler's class for one sample; ``kind`` is "human", "gold" or "seed".
+
+    >>> Label("img-1", 3, "alice").kind
+    'human'
+    """
+
+    sample_id: str
+    label: int
+    labeler: str
+    kind: str = "human"
+    created: datetime | None = None
+
+
+def _utc(value: datetime | None, what: str) -> datetime:
+    """``value`` in UTC (now when ``None``); naive datetimes are refused, not guessed."""
+    if value is None:
+        return datetime.now(timezone.utc)
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidInput("bad_datetime", f"{what} must be a timezone-aware datetime, got {value!r}; "
+                                           "use datetime.now(timezone.utc)")
+    return value.astimezone(timezone.utc)
+
+
+def _opt(cast, value):
+    return None if value is None else cast(value)
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidInput("bad_id", f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _class(value: object, what: str) -> int:
+    if isinstance(value, bool) or int(value) != value or value < 0:
+        raise InvalidInput("bad_label", f"{what} must be a class index (int >= 0), got {value!r}")
+    return int(value)
+
+
+def _rows(make, items: Iterable, what: str) -> list[dict]:
+    """Turn input objects into table rows, naming the offending object on failure."""
+    rows = []
+    for item in items:
+        try:
+            rows.append(make(item))
+        except (TypeError, ValueError, AttributeError) as e:
+            raise InvalidInput(f"bad_{what}", f"cannot store {what} {item!r} ({e}); see the {what} field types") from e
+    return rows
+
+
+def _sample_row(s: Sample) -> dict:
+    return dict(
+        id=_text(s.id, "Sample.id"), blob_key=s.blob_key, source=s.source or "",
+        model_version=_opt(int, s.model_version), predicted=_opt(int, s.predicted),
+        score=_opt(float, s.score), reason=s.reason, selection_prob=_opt(float, s.selection_prob),
+        meta=dict(s.meta or {}), created=_utc(s.created, "Sample.created"),
+    )
+
+
+def _label_row(lab: Label) -> dict:
+    return dict(
+        sample_id=_text(lab.sample_id, "Label.sample_id"), labeler=_text(lab.labeler, "Label.labeler"),
+        label=_class(lab.label, "Label.label"), kind=_text(lab.kind, "Label.kind"),
+        created=_utc(lab.created, "Label.created"),
+    )
+
+
+def _pseudo_row(row: tuple[str, int, int, float]) -> dict:
+    sample_id, version, label, confidence = row
+    return dict(sample_id=_text(sample_id, "pseudo label sample_id"), model_version=int(version),
+                label=_class(label, "pseudo label"), confidence=float(confidence),
+                created=datetime.now(timezone.utc))
+
+
+def _rounds(rows: list[dict], key: tuple[str, ...]) -> list[list[dict]]:
+    """Split a batch so no statement touches a row twice (PostgreSQL refuses that).
+
+    Round ``i`` holds the ``i``-th occurrence of each key, so running the rounds in
+    order equals applying the rows one by one; usually there is just one round.
+    """
+    rounds: list[list[dict]] = []
+    seen: dict[tuple, int] = defaultdict(int)
+    for row in rows:
+        k = tuple(row[c] for c in key)
+        if seen[k] == len(rounds):
+            rounds.append([])
+        rounds[seen[k]].append(row)
+        seen[k] += 1
+    return rounds
+
+
+def _resolve(votes: list[tuple[int, datetime]]) -> int:
+    """Majority class; ties go to the class labelled most recently (then the larger class)."""
+    count: dict[int, int] = defaultdict(int)
+    newest: dict[int, datetime] = {}
+    for label, created in votes:
+        count[label] += 1
+        newest[label] = max(created, newest.get(label, created))
+    return max(count, key=lambda c: (count[c], newest[c], c))
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
+    cur.execute("PRAGMA journal_mode = WAL")
+    cur.close()
+
+
+def _make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    kwargs: dict = {"connect_args": {"timeout": SQLITE_BUSY_MS / 1000}}
+    if parsed.database in (None, "", ":memory:"):  # one shared connection, or each would see its own empty db
+        kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+    elif not parsed.database.startswith("file:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, **kwargs)
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+
+class SampleStore:
+    """Samples, labels and pseudo labels in one SQL database named by a SQLAlchemy URL.
+
+    The engine is created on first use (never in ``__init__``), and again in a
+    forked child process. ``sqlite://`` is a private in-memory database.
+
+    >>> store = SampleStore("sqlite://")
+    >>> store.create_schema()
+    >>> store.add_samples([Sample("s1", blob_key="s1.png"), Sample("s1", blob_key="s1.png")])
+    1
+    >>> store.add_labels([Label("s1", 4, "alice"), Label("s1", 4, "bob")])
+    2
+    >>> store.training_set()
+    [('s1', 's1.png', 4)]
+    >>> store.close()
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+        self._engine: Engine | None = None
+        self._pid: int | None = None
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, created on first use and per process."""
+        if self._engine is not None and self._pid != os.getpid():
+            self._engine.dispose(close=False)  # inherited by fork: leave the parent's connections alone
+            self._engine = None
+        if self._engine is None:
+            self._engine = _make_engine(self.url)
+            self._pid = os.getpid()
+        return self._engine
+
+    def create_schema(self) -> None:
+        """Create the tables if they do not exist (safe to call from several processes)."""
+        try:
+            metadata.create_all(self.engine)
+        except DBAPIError:  # another process created a table between our check and our CREATE
+            metadata.create_all(self.engine)
+
+    def _insert(self, table: Table):
+        """An ``INSERT`` that knows ``ON CONFLICT`` in this engine's dialect."""
+        dialect = self.engine.dialect.name
+        if dialect not in _INSERTS:
+            raise InvalidInput("bad_store_url", f"store URL {self.url!r} uses {dialect}; use sqlite:/// or postgresql+psycopg://")
+        return _INSERTS[dialect](table)
+
+    def _write(self, stmt, rows: list[dict], key: tuple[str, ...]) -> int:
+        """Run ``stmt`` over a batch in one short transaction; returns the rows it touched."""
+        if not rows:
+            return 0
+        with self.engine.begin() as conn:
+            return sum(len(conn.execute(stmt, batch).all()) for batch in _rounds(rows, key))
+
+    def add_samples(self, samples: Iterable[Sample]) -> int:
+        """Insert samples, ignoring ids already stored; returns how many were new."""
+        stmt = self._insert(SAMPLES).on_conflict_do_nothing(index_elements=["id"])
+        return self._write(stmt.returning(SAMPLES.c.id), _rows(_sample_row, samples, "sample"), ("id",))
+
+    def add_labels(self, labels: Iterable[Label]) -> int:
+        """Insert labels; same class again changes nothing, a new class from the same labeler replaces it.
+
+        Returns how many rows were inserted or changed. A batch has the same effect
+        as its labels added one by one, so replaying a stream in order converges.
+        """
+        stmt = self._insert(LABELS)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["sample_id", "labeler"],
+            set_={"label": stmt.excluded.label, "kind": stmt.excluded.kind, "created": stmt.excluded.created},
+            where=or_(LABELS.c.label != stmt.excluded.label, LABELS.c.kind != stmt.excluded.kind),
+        )
+        rows = _rows(_label_row, labels, "label")
+        return self._write(stmt.returning(LABELS.c.sample_id), rows, ("sample_id", "labeler"))
+
+    def add_pseudo_labels(self, rows: Iterable[tuple[str, int, int, float]]) -> int:
+        """Store ``(sample_id, model_version, label, confidence)`` model predictions; returns how many were new."""
+        key = ("sample_id", "model_version")
+        stmt = self._insert(PSEUDO_LABELS).on_conflict_do_nothing(index_elements=list(key))
+        return self._write(stmt.returning(PSEUDO_LABELS.c.sample_id), _rows(_pseudo_row, rows, "pseudo_label"), key)
+
+    def _read(self, query) -> list:
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def get_sample(self, sample_id: str) -> Sample:
+        """The stored sample; ``NotFound`` if there is none with this id."""
+        row = next(iter(self._read(select(SAMPLES).where(SAMPLES.c.id == sample_id))), None)
+        if row is None:
+            raise NotFound(f"no sample with id {sample_id!r} in the store at {self.url}; add it with add_samples first")
+        return Sample(**row._mapping)
+
+    def labels_for(self, sample_id: str) -> list[Label]:
+        """Every human/gold/seed label of one sample, oldest first."""
+        query = select(LABELS).where(LABELS.c.sample_id == sample_id).order_by(LABELS.c.created, LABELS.c.labeler)
+        return [Label(**row._mapping) for row in self._read(query)]
+
+    def count_samples(self) -> int:
+        """How many samples are stored."""
+        return self._read(select(func.count()).select_from(SAMPLES))[0][0]
+
+    def count_labeled(self, kinds: Sequence[str] = LABEL_KINDS) -> int:
+        """How many distinct samples have at least one label of these kinds."""
+        query = select(func.count(LABELS.c.sample_id.distinct())).where(LABELS.c.kind.in_(list(kinds)))
+        return self._read(query)[0][0]
+
+    def training_set(self, kinds: Sequence[str] = LABEL_KINDS) -> list[tuple[str, str, int]]:
+        """``(sample_id, blob_key, label)`` for every labelled sample that has a blob.
+
+        Disagreeing labelers are resolved by majority, ties by the most recent
+        label. Ordered by each sample's first label time, then id.
+        """
+        query = (
+            select(LABELS.c.sample_id, SAMPLES.c.blob_key, LABELS.c.label, LABELS.c.created)
+            .join(SAMPLES, SAMPLES.c.id == LABELS.c.sample_id)
+            .where(SAMPLES.c.blob_key.is_not(None), LABELS.c.kind.in_(list(kinds)))
+        )
+        votes: dict[str, list[tuple[int, datetime]]] = defaultdict(list)
+        blob: dict[str, str] = {}
+        for sample_id, blob_key, label, created in self._read(query):
+            votes[sample_id].append((label, created))
+            blob[sample_id] = blob_key
+        order = sorted(votes, key=lambda s: (min(c for _, c in votes[s]), s))
+        return [(s, blob[s], _resolve(votes[s])) for s in order]
+
+    def close(self) -> None:
+        """Dispose of the engine; the store reconnects if used again."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
