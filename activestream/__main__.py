@@ -1,0 +1,3 @@
+from activestream.cli import main
+
+main()

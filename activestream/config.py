@@ -1,0 +1,115 @@
+"""Settings, read once at the edge (environment variables ``ACTIVESTREAM_*``, then flags).
+
+The core never reads the environment: workers and the simulator pass plain values
+from this object to it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> str | None:
+    """``../shared/data`` beside the checkout when it exists (the datasets folder)."""
+    candidate = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return str(candidate) if candidate.is_dir() else None
+
+
+class Settings(BaseSettings):
+    """Every setting of activestream; each field is also the env var ``ACTIVESTREAM_<NAME>``.
+
+    >>> Settings(budget=0.1).budget
+    0.1
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ACTIVESTREAM_", frozen=True, extra="forbid")
+
+    # where things live
+    home: str = Field("var/activestream", description="folder for the SQLite store, blobs, models and logs")
+    store_url: str | None = Field(None, description="SQLAlchemy URL of the sample/label store; default sqlite:///<home>/store.db")
+    bootstrap: str | None = Field(None, description="Kafka bootstrap servers host:port[,...]; unset starts the embedded broker")
+    broker_session_timeout: float = Field(2.0, description="consumer group session timeout, seconds")
+
+    # topics
+    topic_images: str = "images"
+    topic_predictions: str = "predictions"
+    topic_requests: str = "labeling.requests"
+    topic_labels: str = "labels"
+    topic_versions: str = "model.versions"
+    topic_deadletter: str = "deadletter"
+    partitions: int = Field(4, description="partitions of images and predictions (scale-out unit)")
+    group_prefix: str = "activestream"
+
+    # model
+    model_name: str = "classifier"
+    arch: str = Field("small_cnn", description="small_cnn or a torchvision classifier name (resnet18, mobilenet_v3_small ...)")
+    device: str = Field("auto", description="auto, cpu or cuda[:N]")
+    threads: int = Field(0, description="torch CPU threads; 0 keeps torch's default")
+
+    # predictor
+    batch_size: int = Field(256, description="largest micro-batch the predictor runs at once")
+    batch_wait_ms: int = Field(20, description="how long a consumer waits to fill a micro-batch")
+    max_image_bytes: int = Field(1 << 20, description="encoded images above this size go to deadletter")
+    inline_image_max: int = Field(65536, description="images up to this size ride inline in predictions; larger ones by reference")
+
+    # selector
+    strategy: str = Field("margin", description="least_confidence, margin, entropy, random ...")
+    budget: float = Field(0.05, gt=0, le=1, description="share of traffic sent to labelers")
+    budget_window: int = 1000
+    audit_share: float = Field(0.1, ge=0, le=1, description="share of the budget spent on uniformly random audit items")
+    seed: int = 0
+
+    # learner
+    retrain_every: int = Field(200, description="fine-tune after this many new human labels")
+    epochs: int = 4
+    learning_rate: float = 1e-3
+    holdout: float = Field(0.2, ge=0, lt=1, description="share of human labels held out for promotion decisions")
+    promote_tolerance: float = Field(0.01, description="promote unless held-out accuracy drops by more than this")
+    learner_poll: float = Field(1.0, description="seconds between checks for new labels")
+
+    # simulation / demo
+    dataset: str = Field("auto", description="fashion-mnist, mnist, usps, digits or auto (fashion-mnist when data_dir has it)")
+    data_dir: str | None = Field(default_factory=default_data_dir, description="folder holding the datasets")
+    simulate: bool = Field(True, description="run the simulated traffic source and labeler")
+    images: int = Field(20000, description="images the simulated source streams")
+    rate: float = Field(1000.0, description="images per second from the simulated source (0: as fast as possible)")
+    seed_size: int = Field(500, description="labeled images the seed model is trained on")
+    label_delay: float = Field(0.2, description="seconds the simulated labeler takes per request")
+
+    # metrics
+    metrics_port: int = Field(0, description="first Prometheus port (predictor; others follow); 0 disables")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @property
+    def store(self) -> str:
+        return self.store_url or f"sqlite:///{Path(self.home).resolve() / 'store.db'}"
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home).resolve()
+
+    def group(self, worker: str) -> str:
+        return f"{self.group_prefix}.{worker}"
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as environment variables, for worker processes."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            env[f"ACTIVESTREAM_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith("ACTIVESTREAM_")}
+    return {**keep, **settings.to_env()}

@@ -1,0 +1,78 @@
+"""A network, its spec and its version: the unit the predictor serves and the learner trains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from activestream.learners.models import ModelSpec, build_model
+from activestream.learners.preprocess import to_tensor
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def state_arrays(model: nn.Module) -> dict[str, np.ndarray]:
+    """The model's weights as numpy arrays (what the registry stores)."""
+    return {k: v.detach().cpu().contiguous().numpy().copy() for k, v in model.state_dict().items()}
+
+
+@dataclass
+class Classifier:
+    """A network ready to predict.
+
+    >>> spec = ModelSpec("small_cnn", ("a", "b", "c"), 1, 8, 8)
+    >>> clf = Classifier.fresh(spec)
+    >>> clf.predict_proba(np.zeros((4, 8, 8), dtype=np.uint8)).shape
+    (4, 3)
+    """
+
+    model: nn.Module
+    spec: ModelSpec
+    version: int | None = None
+    device: torch.device = torch.device("cpu")
+
+    @classmethod
+    def fresh(cls, spec: ModelSpec, device: str = "cpu", seed: int = 0) -> "Classifier":
+        torch.manual_seed(seed)
+        return cls(build_model(spec), spec, None, resolve_device(device)).to_device()
+
+    @classmethod
+    def from_arrays(cls, spec: ModelSpec, arrays: dict[str, np.ndarray], version: int | None, device: str = "cpu") -> "Classifier":
+        model = build_model(spec)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
+        return cls(model, spec, version, resolve_device(device)).to_device()
+
+    def to_device(self) -> "Classifier":
+        self.model.to(self.device)
+        if self.device.type == "cpu":
+            # Measured 2-3x faster convolutions on small CPUs for mobilenet-like nets.
+            self.model.to(memory_format=torch.channels_last)
+        self.model.eval()
+        return self
+
+    @torch.inference_mode()
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """``uint8 [batch, h, w(, c)]`` to class probabilities ``float32 [batch, classes]``."""
+        if len(images) == 0:
+            return np.zeros((0, self.spec.num_classes), dtype=np.float32)
+        self.model.eval()
+        x = to_tensor(images, self.spec).to(self.device)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
+
+    def predict_batches(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        parts = [self.predict_proba(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        return np.concatenate(parts) if parts else self.predict_proba(images)
+
+    def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
+        if len(labels) == 0:
+            return float("nan")
+        return float((self.predict_batches(images).argmax(1) == labels).mean())

@@ -1,0 +1,62 @@
+"""One round of incremental learning: fine-tune the serving model, compare, decide.
+
+Pure with respect to I/O: the caller loads images and labels (from the store in the
+streaming learner, from memory in the simulator) and registers the result, so both
+run exactly this code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from activestream.learners.classifier import Classifier
+from activestream.learners.training import TrainConfig, fit
+
+
+def is_holdout(sample_id: str, share: float) -> bool:
+    """Whether a labeled sample is held out for promotion decisions (stable per id).
+
+    >>> is_holdout("img-1", 0.0), is_holdout("img-1", 1.0)
+    (False, True)
+    """
+    digest = hashlib.blake2b(sample_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < share
+
+
+def split_holdout(ids: list[str], share: float) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (train, holdout) over ``ids``."""
+    held = np.fromiter((is_holdout(i, share) for i in ids), dtype=bool, count=len(ids))
+    return ~held, held
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    model: Classifier
+    metrics: dict[str, float]
+    promote: bool
+
+
+def retrain(serving: Classifier, ids: list[str], images: np.ndarray, labels: np.ndarray, *,
+            config: TrainConfig, holdout: float = 0.2, tolerance: float = 0.01,
+            eval_sets: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> RoundResult:
+    """Fine-tune ``serving`` on the labeled set and decide whether the result may serve.
+
+    The candidate is promoted unless its accuracy on held-out human labels is more
+    than ``tolerance`` below the serving version's on the same labels.
+    ``eval_sets`` (name -> images, labels) are only measured, never trained on.
+    """
+    train, held = split_holdout(ids, holdout)
+    candidate = fit(serving, images[train], labels[train], config)
+    metrics = {"train_size": float(train.sum()), "holdout_size": float(held.sum())}
+    promote = True
+    if held.any():
+        new_acc = candidate.accuracy(images[held], labels[held])
+        old_acc = serving.accuracy(images[held], labels[held])
+        metrics.update(holdout_accuracy=new_acc, parent_holdout_accuracy=old_acc)
+        promote = new_acc >= old_acc - tolerance
+    for name, (x, y) in (eval_sets or {}).items():
+        metrics[f"{name}_accuracy"] = candidate.accuracy(x, y)
+    return RoundResult(candidate, metrics, promote)

@@ -1,0 +1,82 @@
+"""Simulated traffic and labeler on the stream, for demos and tests.
+
+The ground truth rides in each image's ``truth`` field; only the simulated labeler
+(through the truth map the source fills) and evaluators read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from typing import Iterable, Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from activestream.errors import InvalidInput
+from activestream.simulation.traffic import StreamItem
+from activestream.streams.messages import ImageV1, LabelRequestV1, LabelV1, parse
+from activestream.streams.stage import DeadLetters, Output
+
+log = logging.getLogger(__name__)
+
+
+def image_message(item: StreamItem, source: str = "simulator") -> bytes:
+    return ImageV1(v=1, id=item.id, ts=time.time(), source=source,
+                   image=base64.b64encode(item.png).decode(), truth=item.truth).encode()
+
+
+async def stream_images(producer: AIOKafkaProducer, topic: str, items: Iterable[StreamItem], rate: float,
+                        truth: dict[str, int], produced: list[str] | None = None) -> int:
+    """Produce ``items`` at ``rate`` images/s (0: as fast as possible); returns the count."""
+    started, n, pending = time.monotonic(), 0, []
+    for item in items:
+        truth[item.id] = item.truth
+        pending.append(await producer.send(topic, image_message(item), key=item.id.encode()))
+        n += 1
+        if produced is not None:
+            produced.append(item.id)
+        if len(pending) >= 500:
+            await asyncio.gather(*pending)
+            pending.clear()
+        if rate > 0:
+            ahead = n / rate - (time.monotonic() - started)
+            if ahead > 0.005:
+                await asyncio.sleep(ahead)
+    await asyncio.gather(*pending)
+    return n
+
+
+class SimulatedLabeler:
+    """Answers labeling requests from the truth, after a delay."""
+
+    def __init__(self, truth: dict[str, int], labels_topic: str, deadletter_topic: str,
+                 delay: float = 0.0, labeler: str = "sim-oracle"):
+        self.truth = truth
+        self.labels_topic = labels_topic
+        self.delay = delay
+        self.labeler = labeler
+        self.dead = DeadLetters(deadletter_topic, "sim-labeler")
+
+    async def handle(self, records: Sequence[ConsumerRecord]) -> list[Output]:
+        outputs = []
+        for record in records:
+            try:
+                request = parse(LabelRequestV1, record.value)
+            except InvalidInput as e:
+                outputs.append(self.dead.output(record, e))
+                continue
+            answer = self.truth.get(request.id)
+            if answer is None:
+                log.warning("no truth for %s; the simulated labeler skips it", request.id)
+                continue
+            label = LabelV1(id=request.id, label=answer, labeler=self.labeler)
+            outputs.append(Output(self.labels_topic, request.id.encode(), label.encode()))
+        if outputs and self.delay:
+            await asyncio.sleep(self.delay)
+        return outputs
+
+    def committed(self) -> None:
+        pass

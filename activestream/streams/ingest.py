@@ -1,0 +1,49 @@
+"""Label ingest: validates ``labels`` and persists them in the store, idempotently."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Sequence
+
+from aiokafka.structs import ConsumerRecord
+
+from activestream.config import Settings
+from activestream.errors import InvalidInput
+from activestream.storage.registry import ModelRegistry
+from activestream.storage.store import Label, SampleStore
+from activestream.streams import metrics
+from activestream.streams.messages import LabelV1, parse
+from activestream.streams.stage import DeadLetters, Output
+
+
+class IngestHandler:
+    def __init__(self, settings: Settings, store: SampleStore, registry: ModelRegistry):
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.dead = DeadLetters(settings.topic_deadletter, "ingest")
+
+    def num_classes(self) -> int | None:
+        latest = self.registry.latest(self.settings.model_name, status=None)
+        return len(latest.spec["classes"]) if latest else None
+
+    async def handle(self, records: Sequence[ConsumerRecord]) -> list[Output]:
+        outputs, labels = [], []
+        classes = await asyncio.to_thread(self.num_classes)
+        for record in records:
+            try:
+                msg = parse(LabelV1, record.value)
+                if classes is not None and msg.label >= classes:
+                    raise InvalidInput("unknown_class", f"class {msg.label} is not one of the model's {classes} classes")
+            except InvalidInput as e:
+                outputs.append(self.dead.output(record, e))
+                continue
+            labels.append(Label(sample_id=msg.id, label=msg.label, labeler=msg.labeler, kind=msg.kind))
+        if labels:
+            await asyncio.to_thread(self.store.add_labels, labels)
+            for label in labels:
+                metrics.LABELS.labels(label.kind).inc()
+        return outputs
+
+    def committed(self) -> None:
+        pass

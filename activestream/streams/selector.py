@@ -1,0 +1,135 @@
+"""Selector: ``predictions`` -> uncertainty score -> budget -> ``labeling.requests``.
+
+The score comes from a core selector and the decision from a core budget manager,
+the same objects the simulator runs. The budget's ``query`` is pure and its
+``update`` runs only after the batch's requests are on the broker, so a batch
+redelivered after a rebalance is decided the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections import OrderedDict
+from typing import Sequence
+
+import numpy as np
+from aiokafka.structs import ConsumerRecord
+
+from activestream.config import Settings
+from activestream.errors import InvalidInput
+from activestream.selectors import AdaptiveBudget, make_selector, validate_probs
+from activestream.storage.blobs import BlobStore
+from activestream.storage.store import Sample, SampleStore
+from activestream.streams import metrics
+from activestream.streams.messages import LabelRequestV1, PredictionV1, parse
+from activestream.streams.stage import DeadLetters, Output
+
+TOP_K = 3
+
+
+class RecentIds:
+    """A bounded set of recently seen ids: redelivered predictions are not scored twice."""
+
+    def __init__(self, size: int = 200_000):
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._ids
+
+    def add(self, key: str) -> None:
+        self._ids[key] = None
+        if len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+
+
+class SelectorHandler:
+    def __init__(self, settings: Settings, store: SampleStore, blobs: BlobStore):
+        self.settings = settings
+        self.store = store
+        self.blobs = blobs
+        self.scorer = make_selector(settings.strategy)
+        self.budget = AdaptiveBudget(settings.budget, window=settings.budget_window,
+                                     audit_share=settings.audit_share, seed=settings.seed)
+        self.dead = DeadLetters(settings.topic_deadletter, "selector")
+        self.recent = RecentIds()
+        self._pending = None
+
+    async def handle(self, records: Sequence[ConsumerRecord]) -> list[Output]:
+        outputs, fresh = [], {}
+        for record in records:
+            try:
+                msg = parse(PredictionV1, record.value)
+            except InvalidInput as e:
+                outputs.append(self.dead.output(record, e))
+                continue
+            if msg.id not in self.recent and msg.id not in fresh:
+                fresh[msg.id] = (record, msg)
+        if not fresh:
+            return outputs
+        items = list(fresh.values())
+        try:
+            probs = validate_probs(np.array([m.probs for _, m in items], dtype=np.float64))
+        except InvalidInput as e:  # one bad row spoils the matrix: fall back to row by row
+            items, dead = self._valid_rows(items)
+            outputs.extend(self.dead.output(r, err) for r, err in dead)
+            probs = np.array([m.probs for _, m in items], dtype=np.float64).reshape(len(items), -1)
+        scores = self.scorer.score(probs) if items else np.zeros(0)
+        decision = self.budget.query(scores, [m.id for _, m in items])
+        chosen = [(items[i][1], i) for i in np.flatnonzero(decision.selected)]
+        if chosen:
+            await asyncio.to_thread(self._persist, chosen, scores, decision)
+            outputs.extend(self._requests(chosen, scores, decision))
+        self._pending = (items, scores, decision)
+        return outputs
+
+    def committed(self) -> None:
+        if self._pending is None:
+            return
+        items, scores, decision = self._pending
+        self._pending = None
+        self.budget.update(scores, decision)
+        for _, msg in items:
+            self.recent.add(msg.id)
+        metrics.SCORED.inc(len(items))
+        metrics.THRESHOLD.set(decision.threshold)
+        for reason in decision.reason:
+            if reason:
+                metrics.SELECTED.labels(reason).inc()
+
+    def _valid_rows(self, items: list) -> tuple[list, list]:
+        good, dead = [], []
+        for record, msg in items:
+            try:
+                validate_probs(np.array([msg.probs], dtype=np.float64))
+                good.append((record, msg))
+            except InvalidInput as e:
+                dead.append((record, e))
+        return good, dead
+
+    def _persist(self, chosen: list, scores: np.ndarray, decision) -> None:
+        samples = []
+        for msg, i in chosen:
+            key = None
+            if msg.image is not None:
+                key = self.blobs.put(msg.id, base64.b64decode(msg.image))
+            samples.append(Sample(
+                id=msg.id, blob_key=key, source=msg.uri or "", model_version=msg.version, predicted=msg.label,
+                score=float(scores[i]), reason=decision.reason[i], selection_prob=float(decision.probability[i]),
+            ))
+        self.store.add_samples(samples)
+
+    def _requests(self, chosen: list, scores: np.ndarray, decision) -> list[Output]:
+        now, outputs = time.time(), []
+        for msg, i in chosen:
+            top = np.argsort(msg.probs)[::-1][:TOP_K]
+            request = LabelRequestV1(
+                id=msg.id, uri=f"blob:{msg.id}" if msg.image is not None else msg.uri,
+                reason=decision.reason[i], score=float(scores[i]), probability=float(decision.probability[i]),
+                model=msg.model, version=msg.version, top=[(int(c), float(msg.probs[c])) for c in top],
+                priority=float(scores[i]), ts=now,
+            )
+            outputs.append(Output(self.settings.topic_requests, msg.id.encode(), request.encode()))
+        return outputs

@@ -1,0 +1,60 @@
+"""Models, preprocessing, training and the incremental round, on real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from activestream.errors import InvalidInput
+from activestream.learners.classifier import Classifier, state_arrays
+from activestream.learners.incremental import retrain, split_holdout
+from activestream.learners.models import ModelSpec, build_model
+from activestream.learners.preprocess import decode_image, encode_png
+from activestream.learners.training import TrainConfig, fit
+from activestream.simulation.seed import spec_for
+
+
+def test_decode_refuses_wrong_mode_size_and_garbage():
+    spec = ModelSpec("small_cnn", ("a", "b"), 1, 8, 8)
+    with pytest.raises(InvalidInput, match="mode") as e:
+        decode_image(encode_png(np.zeros((8, 8, 3), np.uint8)), spec)
+    assert e.value.kind == "bad_mode"
+    with pytest.raises(InvalidInput) as e:
+        decode_image(encode_png(np.zeros((9, 8), np.uint8)), spec)
+    assert e.value.kind == "bad_size"
+    with pytest.raises(InvalidInput) as e:
+        decode_image(b"\x89PNG\r\n\x1a\nbroken", spec)
+    assert e.value.kind == "corrupt_image"
+
+
+def test_weights_round_trip_through_arrays(digits):
+    clf = Classifier.fresh(spec_for(digits))
+    copy = Classifier.from_arrays(clf.spec, state_arrays(clf.model), 1)
+    x = digits.test_x[:32]
+    np.testing.assert_allclose(clf.predict_proba(x), copy.predict_proba(x), atol=1e-6)
+
+
+def test_fit_learns_digits_and_leaves_the_input_untouched(digits):
+    clf = Classifier.fresh(spec_for(digits))
+    before = state_arrays(clf.model)
+    trained = fit(clf, digits.train_x, digits.train_y, TrainConfig(epochs=8))
+    assert trained.accuracy(digits.test_x, digits.test_y) > 0.85
+    after = state_arrays(clf.model)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_retrain_improves_on_more_labels_and_reports_holdout(digits):
+    seed = fit(Classifier.fresh(spec_for(digits)), digits.train_x[:60], digits.train_y[:60], TrainConfig(epochs=5))
+    ids = [f"d{i}" for i in range(len(digits.train_y))]
+    result = retrain(seed, ids, digits.train_x, digits.train_y, config=TrainConfig(epochs=5),
+                     eval_sets={"test": (digits.test_x, digits.test_y)})
+    assert result.metrics["test_accuracy"] > seed.accuracy(digits.test_x, digits.test_y)
+    assert result.promote and result.metrics["holdout_accuracy"] >= result.metrics["parent_holdout_accuracy"]
+    train, held = split_holdout(ids, 0.2)
+    assert result.metrics["holdout_size"] == held.sum() and 0.1 < held.mean() < 0.3
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])
+def test_torchvision_backbones_take_grey_images(arch):
+    model = build_model(ModelSpec(arch, tuple("abc"), 1, 32, 32))
+    assert model(__import__("torch").zeros(2, 1, 32, 32)).shape == (2, 3)
