@@ -67,7 +67,8 @@ class Settings(BaseSettings):
     # learner
     retrain_every: int = Field(200, description="fine-tune after this many new human labels")
     epochs: int = 4
-    learning_rate: float = 1e-3
+    learning_rate: float = Field(3e-4, description="fine-tuning learning rate (higher rates undo the seed on biased label sets)")
+    learner_threads: int = Field(1, description="torch CPU threads of the learner, leaving the other cores to predictors")
     holdout: float = Field(0.2, ge=0, lt=1, description="share of human labels held out for promotion decisions")
     promote_tolerance: float = Field(0.01, description="promote unless held-out accuracy drops by more than this")
     learner_poll: float = Field(1.0, description="seconds between checks for new labels")
@@ -77,7 +78,7 @@ class Settings(BaseSettings):
     data_dir: str | None = Field(default_factory=default_data_dir, description="folder holding the datasets")
     simulate: bool = Field(True, description="run the simulated traffic source and labeler")
     images: int = Field(20000, description="images the simulated source streams")
-    rate: float = Field(1000.0, description="images per second from the simulated source (0: as fast as possible)")
+    rate: float = Field(400.0, description="images per second from the simulated source (0: as fast as possible)")
     seed_size: int = Field(500, description="labeled images the seed model is trained on")
     label_delay: float = Field(0.2, description="seconds the simulated labeler takes per request")
 

@@ -167,8 +167,9 @@ def run_worker(name: str, settings: Settings) -> None:
         raise ConfigError(f"unknown worker {name!r}; choose one of {', '.join(WORKERS)}")
     if not settings.bootstrap:
         raise ConfigError("a worker needs ACTIVESTREAM_BOOTSTRAP (`activestream run` sets it for the embedded broker)")
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
+    threads = settings.learner_threads if name == "learner" else settings.threads
+    if threads:
+        torch.set_num_threads(threads)
     ensure_topics(settings, settings.bootstrap)
     port = settings.metrics_port and settings.metrics_port + WORKERS.index(name)
     metrics.serve_metrics(port)
