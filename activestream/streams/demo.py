@@ -52,6 +52,8 @@ async def stream_images(producer: AIOKafkaProducer, topic: str, items: Iterable[
 class SimulatedLabeler:
     """Answers labeling requests from the truth, after a delay."""
 
+    pipelined = False
+
     def __init__(self, truth: dict[str, int], labels_topic: str, deadletter_topic: str,
                  delay: float = 0.0, labeler: str = "sim-oracle"):
         self.truth = truth

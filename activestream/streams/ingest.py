@@ -17,6 +17,7 @@ from activestream.streams.stage import DeadLetters, Output
 
 
 class IngestHandler:
+    pipelined = False
     def __init__(self, settings: Settings, store: SampleStore, registry: ModelRegistry):
         self.settings = settings
         self.store = store

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import time
 from collections import Counter
 from typing import Sequence
 
 import numpy as np
 from aiokafka.structs import ConsumerRecord
+from pydantic_core import to_json
 
 from activestream.config import Settings
 from activestream.errors import InvalidInput
@@ -29,8 +28,11 @@ class PredictorHandler:
     """Decodes, predicts and encodes a whole batch in a worker thread.
 
     The thread keeps the event loop free for fetching, heartbeats and producing,
-    and torch releases the GIL during the forward pass.
+    and torch releases the GIL during the forward pass. Batches are independent, so
+    the stage may handle the next one while this one's predictions are produced.
     """
+
+    pipelined = True
 
     def __init__(self, settings: Settings, serving: ServingModel):
         self.settings = settings
@@ -93,7 +95,7 @@ class PredictorHandler:
                 "ts": msg.ts, "predicted_at": now,
             }
             value["image" if inline else "uri"] = inline or f"kafka:{record.topic}/{record.partition}/{record.offset}"
-            outputs.append(Output(topic, record.key, json.dumps(value, separators=(",", ":")).encode()))
+            outputs.append(Output(topic, record.key, to_json(value)))
         metrics.PREDICTIONS.labels(str(version)).inc(len(good))
         for label, n in Counter(labels.tolist()).items():
             metrics.CLASS_PREDICTED.labels(str(label)).inc(n)

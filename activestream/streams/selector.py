@@ -46,6 +46,7 @@ class RecentIds:
 
 
 class SelectorHandler:
+    pipelined = False  # the budget's update must land before the next query
     def __init__(self, settings: Settings, store: SampleStore, blobs: BlobStore):
         self.settings = settings
         self.store = store

@@ -38,6 +38,10 @@ class Output:
 
 
 class Handler(Protocol):
+    #: True when batches are independent (no state carried from one to the next): the
+    #: stage then handles batch k+1 while batch k's outputs are produced and committed.
+    pipelined: bool
+
     async def handle(self, records: Sequence[ConsumerRecord]) -> list[Output]:
         """Turn a batch into outputs; never raises for bad records."""
 
@@ -88,15 +92,26 @@ class BatchStage:
         self.wait_ms = wait_ms
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            batches = await self.consumer.getmany(timeout_ms=self.wait_ms, max_records=self.max_records)
-            if batches:
-                await self._process(batches)
+        finishing: asyncio.Future | None = None
+        try:
+            while not stop.is_set():
+                batches = await self.consumer.getmany(timeout_ms=self.wait_ms, max_records=self.max_records)
+                if not batches:
+                    continue
+                started = time.perf_counter()
+                outputs = await self.handler.handle([r for part in batches.values() for r in part])
+                if finishing is not None:
+                    await finishing  # commits stay in order
+                finishing = asyncio.ensure_future(self._finish(batches, outputs, started))
+                if not getattr(self.handler, "pipelined", False):
+                    await finishing
+        finally:
+            if finishing is not None and not finishing.done():
+                await asyncio.shield(finishing)
 
-    async def _process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        started = time.perf_counter()
-        records = [r for part in batches.values() for r in part]
-        outputs = await self.handler.handle(records)
+    async def _finish(self, batches: dict[TopicPartition, list[ConsumerRecord]], outputs: list[Output],
+                      started: float) -> None:
+        records = sum(len(part) for part in batches.values())
         await self._produce(outputs)
         offsets = {tp: part[-1].offset + 1 for tp, part in batches.items()}
         try:
@@ -107,7 +122,7 @@ class BatchStage:
             log.warning("commit after rebalance failed, batch will be redelivered: %s", e)
             return
         self.handler.committed()
-        self._count(batches, len(records), time.perf_counter() - started)
+        self._count(batches, records, time.perf_counter() - started)
 
     async def _produce(self, outputs: list[Output]) -> None:
         futures = [await self.producer.send(o.topic, o.value, key=o.key) for o in outputs]

@@ -1,0 +1,134 @@
+"""Serving throughput: the model's raw batched forward pass against the whole path
+through the broker (images produced -> predictor -> predictions), in one run.
+
+    python benchmarks/serving.py [--images 20000] [--dataset fashion-mnist]
+
+Prints both throughputs and their ratio. Two end-to-end figures are measured:
+``backlog`` (the predictor drains images already on the topic: its own capacity)
+and ``live`` (producer and predictor run at once on the same machine, from the first
+image produced to the last prediction received).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from activestream.config import Settings  # noqa: E402
+from activestream.learners.training import TrainConfig  # noqa: E402
+from activestream.simulation.datasets import load_dataset  # noqa: E402
+from activestream.simulation.seed import bootstrap_seed  # noqa: E402
+from activestream.simulation.traffic import split_seed, stream_items  # noqa: E402
+from activestream.streams.cluster import LocalCluster  # noqa: E402
+from activestream.streams.demo import image_message  # noqa: E402
+from activestream.streams.learner import announce  # noqa: E402
+from activestream.streams.serving import load_classifier  # noqa: E402
+from activestream.streams.stage import make_consumer, make_producer  # noqa: E402
+from activestream.streams.worker import Resources  # noqa: E402
+
+
+def raw_throughput(clf, images: np.ndarray, batch: int, repeats: int = 3) -> float:
+    clf.predict_proba(images[:batch])  # warm-up
+    best = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for i in range(0, len(images), batch):
+            clf.predict_proba(images[i:i + batch])
+        best = max(best, len(images) / (time.perf_counter() - started))
+    return best
+
+
+async def produce(producer, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
+    started = time.perf_counter()
+    futures = [await producer.send(topic, value, key=key) for key, value in messages]
+    await asyncio.gather(*futures)
+    return started
+
+
+async def collect(settings: Settings, count: int, group: str) -> tuple[float, float]:
+    """Wait for ``count`` predictions; return (first, last) arrival times."""
+    consumer = make_consumer(settings, settings.bootstrap, group, settings.topic_predictions)
+    await consumer.start()
+    seen, first = set(), None
+    try:
+        while len(seen) < count:
+            for records in (await consumer.getmany(timeout_ms=100, max_records=10000)).values():
+                first = first or time.perf_counter()
+                seen.update(r.key for r in records)  # the key is the image id: no JSON parsing here
+        return first, time.perf_counter()
+    finally:
+        await consumer.stop()
+
+
+async def end_to_end(settings: Settings, messages: dict[str, list], res: Resources, seed_meta) -> dict[str, float]:
+    producer = make_producer(settings.bootstrap)
+    await producer.start()
+    try:
+        # backlog: images already on the topic before the predictor starts
+        await produce(producer, settings.topic_images, messages["backlog"])
+        await announce(producer, settings.topic_versions, seed_meta)
+        waiter = asyncio.ensure_future(collect(settings, len(messages["backlog"]), "bench-backlog"))
+        cluster = LocalCluster(settings, ("predictor",))
+        cluster.start()
+        try:
+            first, last = await waiter
+            # the first arrival includes the predictor's start-up: count from there
+            backlog = (len(messages["backlog"]) - settings.batch_size) / (last - first)
+            waiter = asyncio.ensure_future(collect(settings, len(messages["backlog"]) + len(messages["live"]), "bench-live"))
+            await asyncio.sleep(0.5)
+            started = await produce(producer, settings.topic_images, messages["live"])
+            _, last = await waiter
+            live = len(messages["live"]) / (last - started)
+        finally:
+            cluster.stop()
+    finally:
+        await producer.stop()
+    return {"backlog": backlog, "live": live}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=20000)
+    ap.add_argument("--dataset", default="auto")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=0, help="predictor torch threads (0: torch's default)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as home:
+        settings = Settings(home=home, dataset=args.dataset, batch_size=args.batch_size, log_level="warning",
+                            threads=args.threads)
+        ds = load_dataset(settings.dataset, settings.data_dir)
+        res = Resources(settings).open()
+        seed_idx, stream_idx = split_seed(ds, 300)
+        meta = bootstrap_seed(ds, seed_idx, store=res.store, blobs=res.blobs, registry=res.registry,
+                              name=settings.model_name, config=TrainConfig(epochs=2))
+        clf = load_classifier(res.registry, settings.model_name, meta.version)
+        items = list(stream_items(ds, stream_idx, 2 * args.images))
+        raw = raw_throughput(clf, np.stack([ds.train_x[int(i)] for i in stream_idx[:args.images]]), args.batch_size)
+        messages = {
+            "backlog": [(it.id.encode(), image_message(it)) for it in items[:args.images]],
+            "live": [(it.id.encode() + b"-live", image_message(it).replace(it.id.encode(), it.id.encode() + b"-live"))
+                     for it in items[args.images:]],
+        }
+        cluster = LocalCluster(settings, ())
+        settings = cluster.start()
+        try:
+            e2e = asyncio.run(end_to_end(settings, messages, res, meta))
+        finally:
+            cluster.stop()
+    print(f"dataset {ds.name}, {args.images} images, batch {args.batch_size}, torch threads {torch.get_num_threads()}")
+    print(f"raw batched forward      {raw:10.0f} images/s")
+    for name, value in e2e.items():
+        print(f"end-to-end ({name:7s})   {value:10.0f} images/s   ratio {value / raw:.2f}")
+
+
+if __name__ == "__main__":
+    main()
