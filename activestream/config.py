@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     seed: int = 0
 
     # learner
-    retrain_every: int = Field(200, description="fine-tune after this many new human labels")
+    retrain_every: int = Field(150, description="fine-tune after this many new human labels")
     epochs: int = 4
     learning_rate: float = Field(3e-4, description="fine-tuning learning rate (higher rates undo the seed on biased label sets)")
     learner_threads: int = Field(1, description="torch CPU threads of the learner, leaving the other cores to predictors")
@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     data_dir: str | None = Field(default_factory=default_data_dir, description="folder holding the datasets")
     simulate: bool = Field(True, description="run the simulated traffic source and labeler")
     images: int = Field(20000, description="images the simulated source streams")
-    rate: float = Field(400.0, description="images per second from the simulated source (0: as fast as possible)")
+    rate: float = Field(300.0, description="images per second from the simulated source (0: as fast as possible)")
     seed_size: int = Field(500, description="labeled images the seed model is trained on")
     label_delay: float = Field(0.2, description="seconds the simulated labeler takes per request")
 

@@ -16,7 +16,7 @@ POSTGRES_ADMIN_URL = os.environ.get("ACTIVESTREAM_TEST_POSTGRES", "postgresql+ps
 
 def make_settings(tmp_path, **overrides) -> Settings:
     base = dict(home=str(tmp_path / "home"), group_prefix=f"t{uuid.uuid4().hex[:8]}", data_dir=default_data_dir(),
-                log_level="warning", threads=1)
+                log_level="info", threads=1)
     return Settings(**{**base, **overrides})
 
 

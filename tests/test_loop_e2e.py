@@ -17,8 +17,8 @@ pytestmark = pytest.mark.kafka
 
 def test_loop_serves_better_versions(tmp_path, fashion):
     settings = make_settings(
-        tmp_path, dataset="fashion-mnist", images=20_000, rate=400, seed_size=500, budget=0.05,
-        retrain_every=200, label_delay=0.2, threads=0,
+        tmp_path, dataset="fashion-mnist", images=20_000, rate=300, seed_size=500, budget=0.05,
+        retrain_every=150, label_delay=0.2, threads=0,
     )
     observer, demo = run_async(run_loop(settings, asyncio.Event(), timeout=420), timeout=600)
     seen = observer.seen
