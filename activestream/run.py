@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from activestream.config import Settings
+from activestream.errors import ActivestreamError
 from activestream.display import Display
 from activestream.learners.training import TrainConfig
 from activestream.simulation.datasets import load_dataset
@@ -84,6 +85,9 @@ async def run_loop(settings: Settings, stop: asyncio.Event, display: Display | N
             failed = [t for t in tasks if t.done() and t.exception()]
             if failed:
                 raise failed[0].exception()
+            exited = [name for name, alive in cluster.alive().items() if not alive]
+            if exited:
+                raise ActivestreamError(f"worker {exited[0]} exited; its log is {cluster.logs / exited[0]}.log")
             if settings.simulate and await asyncio.to_thread(settled, settings, res, observer, demo):
                 break
             if timeout and time.monotonic() - started > timeout:
