@@ -106,10 +106,6 @@ class Settings(BaseSettings):
             env[f"ACTIVESTREAM_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
         return env
 
-    @classmethod
-    def from_env(cls, **overrides) -> "Settings":
-        return cls(**{k: v for k, v in overrides.items() if v is not None})
-
 
 def worker_env(settings: Settings) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if not k.startswith("ACTIVESTREAM_")}
