@@ -1,146 +1,35 @@
-"""Budget managers: one contract suite for all, then AdaptiveBudget's guarantees.
+"""AdaptiveBudget's guarantees beyond the shared contract, and the baseline's weakness.
 
-The central property: every tumbling window of ``window`` items spends
-within +-10% of ``fraction * window``, from a cold start, whatever the scores
-do and however the stream is cut into batches.
+The contract every budget manager passes (purity, replay, rejection, spend in
+every window on adversarial streams) is in ``test_selection_contract.py``;
+here: settings, what gets picked (audits, inverse-propensity weights, high
+scores), the hard cap, per-class quotas, eligibility and the queue priority.
 """
 
 from __future__ import annotations
 
-import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
+from budget_streams import (
+    N_ITEMS,
+    WINDOW,
+    adversarial_streams,
+    batch_sizes,
+    joined,
+    keys_for,
+    reasons,
+    run,
+    sliding_spend,
+    window_spend,
+)
 from activestream.errors import InvalidInput
-from activestream.selectors import AdaptiveBudget, Decision, FixedThreshold
+from activestream.selectors import AdaptiveBudget, DiversityFilter, FixedThreshold
 
-N_ITEMS, WINDOW = 20_000, 1000
-
-
-def keys_for(start: int, n: int) -> list[str]:
-    return [f"topic/0/{i}" for i in range(start, start + n)]
+STREAMS = adversarial_streams()
 
 
-def batch_sizes(rng, total: int, largest: int = 1000):
-    """Log-uniform batch sizes from 1 to ``largest`` items."""
-    done = 0
-    while done < total:
-        n = min(total - done, int(np.exp(rng.uniform(0, np.log(largest + 1)))))
-        yield done, max(n, 1)
-        done += max(n, 1)
-
-
-def run(budget, scores: np.ndarray, sizes) -> list[Decision]:
-    """Feed a stream through query + update; return the decisions in order."""
-    decisions = []
-    for start, n in sizes:
-        batch = scores[start:start + n]
-        decision = budget.query(batch, keys_for(start, n))
-        assert budget.update(batch, decision) is None
-        decisions.append(decision)
-    return decisions
-
-
-def joined(decisions, field: str) -> np.ndarray:
-    return np.concatenate([getattr(d, field) for d in decisions]) if decisions else np.zeros(0)
-
-
-def window_spend(decisions, window: int) -> np.ndarray:
-    selected = joined(decisions, "selected")
-    full = len(selected) // window * window
-    return selected[:full].reshape(-1, window).sum(axis=1)
-
-
-def state(budget) -> tuple:
-    extra = (budget.window_spent_, budget.history_.tobytes()) \
-        if isinstance(budget, AdaptiveBudget) else ()
-    return (budget.seen_, budget.spent_, budget.threshold_, *extra)
-
-
-FACTORIES = {
-    "adaptive": lambda: AdaptiveBudget(0.1, window=100, seed=3),
-    "fixed": lambda: FixedThreshold(0.6),
-}
-
-
-# ---------------------------------------------------------------- contract suite
-
-
-@pytest.fixture(params=sorted(FACTORIES))
-def budget(request):
-    budget = FACTORIES[request.param]()
-    rng = np.random.default_rng(0)
-    run(budget, rng.random(250), batch_sizes(rng, 250, 50))  # some state to protect
-    return budget
-
-
-def test_query_is_pure(budget):
-    scores = np.random.default_rng(1).random(300)
-    before = state(budget)
-    first = budget.query(scores, keys_for(250, 300))
-    assert state(budget) == before
-    assert budget.query(scores, keys_for(250, 300)) == first
-
-
-def test_decision_shapes_and_consistency(budget):
-    scores = np.random.default_rng(2).random(300)
-    d = budget.query(scores, keys_for(250, 300))
-    assert d.selected.dtype == bool and d.selected.shape == (300,)
-    assert d.probability.dtype == np.float64 and d.probability.shape == (300,)
-    assert len(d.reason) == 300 and isinstance(d.threshold, float)
-    assert ((d.probability >= 0) & (d.probability <= 1)).all()
-    assert (d.probability[d.selected] > 0).all()
-    assert [bool(r) for r in d.reason] == d.selected.tolist()
-    assert set(d.reason) <= {"audit", "uncertain", ""}
-    with pytest.raises(ValueError):
-        d.selected[0] = not d.selected[0]  # a decision is a record, not a buffer
-
-
-def test_update_commits_counters(budget):
-    scores = np.random.default_rng(3).random(40)
-    seen, spent = budget.seen_, budget.spent_
-    d = budget.query(scores, keys_for(250, 40))
-    assert budget.update(scores, d) is None
-    assert budget.seen_ == seen + 40 and budget.spent_ == spent + d.selected.sum()
-
-
-def test_empty_batch(budget):
-    d = budget.query(np.zeros(0), [])
-    assert d.selected.shape == (0,) and d.reason == ()
-    before = state(budget)
-    budget.update(np.zeros(0), d)
-    assert state(budget)[:2] == before[:2]
-
-
-@pytest.mark.parametrize("name", sorted(FACTORIES))
-def test_replay_gives_the_same_decisions(name):
-    """A redelivered stream, even cut into different batches, is decided the same way."""
-    scores = np.random.default_rng(4).random(900)
-    rng = np.random.default_rng(5)
-    a = run(FACTORIES[name](), scores, batch_sizes(rng, 900, 400))
-    b = run(FACTORIES[name](), scores, batch_sizes(rng, 900, 30))
-    for field in ("selected", "probability"):
-        np.testing.assert_array_equal(joined(a, field), joined(b, field))
-    assert sum((d.reason for d in a), ()) == sum((d.reason for d in b), ())
-
-
-@pytest.mark.parametrize("bad", [[0.1, np.nan], [np.inf, 0.2], [[0.1, 0.2]], ["a", "b"]])
-def test_rejects_bad_scores(budget, bad):
-    with pytest.raises(InvalidInput) as err:
-        budget.query(np.array(bad), ["a", "b"])
-    assert err.value.kind == "bad_scores"
-
-
-def test_rejects_bad_keys_and_mismatched_decisions(budget):
-    with pytest.raises(InvalidInput) as err:
-        budget.query(np.zeros(3), ["a", "b"])
-    assert err.value.kind == "bad_keys"
-    d = budget.query(np.zeros(2), ["a", "b"])
-    with pytest.raises(InvalidInput) as err:
-        budget.update(np.zeros(3), d)
-    assert err.value.kind == "bad_decision"
+# ---------------------------------------------------------------- settings
 
 
 def test_numpy_integer_settings_behave_like_ints():
@@ -172,83 +61,6 @@ def test_constructor_arguments_are_stored_under_their_names():
     assert (b.fraction, b.window, b.audit_share, b.history, b.seed) == (0.2, 500, 0.3, 700, 9)
     assert (b.seen_, b.spent_) == (0, 0)
     assert "AdaptiveBudget(0.2" in repr(b) and FixedThreshold(0.5).threshold == 0.5
-
-
-# ---------------------------------------------------------------- window adherence
-
-
-def adversarial_streams() -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(11)
-    t = np.linspace(0, 1, N_ITEMS)
-    return {
-        "constant": np.full(N_ITEMS, 0.42),
-        "increasing": t,
-        "decreasing": 1 - t,
-        "bimodal": np.where(rng.random(N_ITEMS) < 0.3, 0.95, 0.05),
-        "level_jump": np.where(t < 0.37, 0.1, 0.9) + 0.01 * rng.random(N_ITEMS),
-        "iid_uniform": rng.random(N_ITEMS),
-        "collapsing": rng.random(N_ITEMS) * np.exp(-10 * t),
-        "sawtooth_in_window": (np.arange(N_ITEMS) % WINDOW) / WINDOW,
-    }
-
-
-STREAMS = adversarial_streams()
-
-
-@pytest.mark.parametrize("fraction", [0.05, 0.1, 0.2])
-@pytest.mark.parametrize("stream", sorted(STREAMS))
-def test_every_window_spends_within_ten_percent(stream, fraction):
-    rng = np.random.default_rng([sorted(STREAMS).index(stream), int(fraction * 100)])
-    budget = AdaptiveBudget(fraction, window=WINDOW, seed=int(rng.integers(1000)))
-    spend = window_spend(run(budget, STREAMS[stream], batch_sizes(rng, N_ITEMS)), WINDOW)
-    target = fraction * WINDOW
-    deviation = np.abs(spend - target) / target
-    print(f"{stream} fraction={fraction}: worst window deviation {deviation.max():.1%}")
-    assert len(spend) == N_ITEMS // WINDOW
-    assert deviation.max() <= 0.1, spend
-
-
-SEGMENTS = st.lists(st.tuples(st.sampled_from(["constant", "up", "down", "noise", "spikes"]),
-                              st.floats(-1e6, 1e6), st.integers(1, 400)), min_size=1, max_size=8)
-
-
-def build_stream(segments, length: int) -> np.ndarray:
-    parts, rng = [], np.random.default_rng(len(segments))
-    for kind, level, n in segments:
-        ramp = np.linspace(0, 1, n)
-        parts.append(level + {"constant": 0 * ramp, "up": ramp, "down": -ramp,
-                              "noise": rng.random(n),
-                              "spikes": (rng.random(n) < 0.05) * 1e3}[kind])
-    return np.resize(np.concatenate(parts), length)
-
-
-@settings(max_examples=40, deadline=None)
-@given(segments=SEGMENTS, fraction=st.sampled_from([0.05, 0.1, 0.3]),
-       largest=st.integers(1, 600), seed=st.integers(0, 2**16))
-def test_window_property_holds_for_arbitrary_streams(segments, fraction, largest, seed):
-    window = 200
-    scores = build_stream(segments, 5 * window)
-    budget = AdaptiveBudget(fraction, window=window, seed=seed)
-    decisions = run(budget, scores, batch_sizes(np.random.default_rng(seed), len(scores),
-                                                largest))
-    target = fraction * window
-    spend = window_spend(decisions, window)
-    assert (np.abs(spend - target) <= 0.1 * target + 1e-9).all(), spend
-    assert (joined(decisions, "probability")[joined(decisions, "selected")] > 0).all()
-
-
-@settings(max_examples=40, deadline=None)
-@given(hnp.arrays(np.float64, st.integers(1, 50),
-                  elements=st.floats(allow_nan=True, allow_infinity=True)))
-def test_any_non_finite_score_is_rejected(scores):
-    budget = AdaptiveBudget(0.1)
-    keys = keys_for(0, len(scores))
-    if np.isfinite(scores).all():
-        budget.update(scores, budget.query(scores, keys))
-        assert budget.seen_ == len(scores)
-    else:
-        with pytest.raises(InvalidInput, match="NaN or inf"):
-            budget.query(scores, keys)
 
 
 # ---------------------------------------------------------------- what gets picked
@@ -312,9 +124,9 @@ def test_fixed_threshold_underspends_when_scores_collapse():
     scores = STREAMS["collapsing"]
     sizes = list(batch_sizes(np.random.default_rng(7), N_ITEMS))
     fixed = window_spend(run(FixedThreshold(0.5), scores, sizes), WINDOW)
-    adaptive = window_spend(run(AdaptiveBudget(0.1), scores, sizes), WINDOW)
+    adaptive = sliding_spend(run(AdaptiveBudget(0.1), scores, sizes), WINDOW)
     assert fixed[0] > 100 and (fixed[-10:] == 0).all()
-    assert (np.abs(adaptive - 100) <= 10).all()
+    assert (np.abs(adaptive - 100) <= 10).all()  # every run of 1,000 images
 
 
 def test_cold_start_asks_for_labels_from_the_first_window():
@@ -323,3 +135,167 @@ def test_cold_start_asks_for_labels_from_the_first_window():
     scores = np.full(100, 0.01)
     d = budget.query(scores, keys_for(0, 100))
     assert 5 <= d.selected.sum() <= 15
+
+
+# ---------------------------------------------------------------- hard cap
+
+
+def test_the_cap_holds_every_window_even_against_audits():
+    scores = STREAMS["iid_uniform"]
+    sizes = list(batch_sizes(np.random.default_rng(12), N_ITEMS))
+    capped = run(AdaptiveBudget(0.1, audit_share=1.0, cap=90, seed=2), scores, sizes)
+    spend = sliding_spend(capped, WINDOW)
+    assert spend.max() <= 90 and spend.min() >= 85, spend
+    at_cap = joined(capped, "probability") == 0
+    assert at_cap.any() and not joined(capped, "selected")[at_cap].any()
+    # Without a cap the band's top is the limit: all-audit spend would be binomial.
+    default = sliding_spend(run(AdaptiveBudget(0.1, audit_share=1.0, seed=2), scores, sizes),
+                           WINDOW)
+    assert default.max() <= 110 and default.min() >= 90, default
+
+
+def test_a_cap_below_the_target_wins_over_the_band():
+    decisions = run(AdaptiveBudget(0.1, cap=40), STREAMS["iid_uniform"][:5000],
+                    batch_sizes(np.random.default_rng(13), 5000))
+    assert (sliding_spend(decisions, WINDOW) == 40).all()
+
+
+@pytest.mark.parametrize("cap", [0, -1, 2.5, True])
+def test_cap_must_be_a_positive_int(cap):
+    with pytest.raises(InvalidInput, match="cap") as err:
+        AdaptiveBudget(0.1, cap=cap)
+    assert err.value.kind == "bad_config"
+
+
+# ---------------------------------------------------------------- per-class quotas
+
+
+def dominant_class_stream(n: int = 10_000):
+    """Class 0 is 60% of traffic and always looks more uncertain than the rest."""
+    rng = np.random.default_rng(14)
+    classes = np.where(rng.random(n) < 0.6, 0, rng.integers(1, 5, n))
+    scores = np.where(classes == 0, 0.5 + 0.5 * rng.random(n), 0.6 * rng.random(n))
+    return scores, classes
+
+
+def per_window_class_picks(decisions, classes, cls: int) -> np.ndarray:
+    uncertain = reasons(decisions) == "uncertain"
+    hits = (uncertain & (classes[:len(uncertain)] == cls)).astype(int)
+    return hits[: len(hits) // WINDOW * WINDOW].reshape(-1, WINDOW).sum(axis=1)
+
+
+def test_quotas_keep_one_predicted_class_from_taking_the_budget():
+    scores, classes = dominant_class_stream()
+    sizes = list(batch_sizes(np.random.default_rng(15), len(scores)))
+    free = run(AdaptiveBudget(0.1, seed=3), scores, sizes, classes=classes)
+    fair = run(AdaptiveBudget(0.1, seed=3, quotas=0.25), scores, sizes, classes=classes)
+    assert per_window_class_picks(free, classes, 0).min() > 80     # class 0 takes ~all
+    assert per_window_class_picks(fair, classes, 0).max() <= 25    # floor(0.25 * 100)
+    others = [sum(per_window_class_picks(ds, classes, c) for c in range(1, 5))
+              for ds in (free, fair)]
+    assert others[0].max() < 20 and others[1].min() >= 50, others  # the rest go elsewhere
+    assert (np.abs(sliding_spend(fair, WINDOW) - 100) <= 10).all()
+
+
+def test_quotas_for_listed_classes_only():
+    scores, classes = dominant_class_stream()
+    decisions = run(AdaptiveBudget(0.1, quotas={0: 0.1}), scores,
+                    batch_sizes(np.random.default_rng(16), len(scores)), classes=classes)
+    assert per_window_class_picks(decisions, classes, 0).max() <= 10
+    assert (np.abs(sliding_spend(decisions, WINDOW) - 100) <= 10).all()
+
+
+def test_quotas_need_the_predicted_classes():
+    budget = AdaptiveBudget(0.1, quotas=0.3)
+    with pytest.raises(InvalidInput, match="argmax") as err:
+        budget.query(np.zeros(3), keys_for(0, 3))
+    assert err.value.kind == "bad_classes"
+    d = budget.query(np.zeros(3), keys_for(0, 3), classes=np.array([0, 1, 2]))
+    stripped = type(d)(d.selected, d.probability, d.reason, d.threshold)
+    with pytest.raises(InvalidInput) as err:
+        budget.update(np.zeros(3), stripped)
+    assert err.value.kind == "bad_decision"
+
+
+@pytest.mark.parametrize("quotas", [0, 1.5, {0: 0}, {-1: 0.5}, "balanced"])
+def test_quotas_reject_bad_settings(quotas):
+    with pytest.raises(InvalidInput) as err:
+        AdaptiveBudget(0.1, quotas=quotas)
+    assert err.value.kind == "bad_config"
+
+
+# ---------------------------------------------------------------- eligibility
+
+
+def test_ineligible_items_are_passed_over_unless_the_band_needs_them():
+    scores = STREAMS["iid_uniform"]
+    sizes = list(batch_sizes(np.random.default_rng(17), N_ITEMS))
+    eligible = np.random.default_rng(18).random(N_ITEMS) < 0.5
+    decisions = run(AdaptiveBudget(0.1, seed=4), scores, sizes, eligible=eligible)
+    uncertain = reasons(decisions) == "uncertain"
+    assert (uncertain & ~eligible).sum() <= 0.01 * uncertain.sum()
+    assert (np.abs(sliding_spend(decisions, WINDOW) - 100) <= 10).all()
+    # Nothing eligible at all: the band still holds, spent on forced picks.
+    none = run(AdaptiveBudget(0.1, seed=4), scores, sizes, eligible=np.zeros(N_ITEMS, bool))
+    assert (np.abs(sliding_spend(none, WINDOW) - 100) <= 10).all()
+
+
+def near_duplicate_stream(n: int = 10_000, prototypes: int = 400, dim: int = 16):
+    """Bursts of near-identical images: each item is a noisy copy of a prototype."""
+    rng = np.random.default_rng(19)
+    centres = rng.normal(size=(prototypes, dim))
+    which = rng.integers(0, prototypes, n)
+    embeddings = centres[which] + 0.01 * rng.normal(size=(n, dim))
+    scores = rng.random(prototypes)[which] + 0.01 * rng.random(n)  # copies score alike
+    return embeddings, scores, which
+
+
+def test_diversity_filter_spreads_labels_over_distinct_images():
+    embeddings, scores, which = near_duplicate_stream()
+    sizes = list(batch_sizes(np.random.default_rng(20), len(scores), 256))
+    plain = run(AdaptiveBudget(0.05, seed=5), scores, sizes)
+    budget, diverse = AdaptiveBudget(0.05, seed=5), DiversityFilter(radius=0.01, memory=1000)
+    decisions = []
+    for start, n in sizes:
+        e, s = embeddings[start:start + n], scores[start:start + n]
+        d = budget.query(s, keys_for(start, n), eligible=diverse.query(e, s))
+        budget.update(s, d)
+        diverse.update(e, d)
+        decisions.append(d)
+    distinct = [len(np.unique(which[joined(ds, "selected")])) for ds in (plain, decisions)]
+    picks = [int(joined(ds, "selected").sum()) for ds in (plain, decisions)]
+    assert distinct[1] > 1.5 * distinct[0], (distinct, picks)
+    assert (np.abs(sliding_spend(decisions, WINDOW) - 50) <= 5).all()
+
+
+def test_diversity_filter_memory_is_bounded_and_clearable():
+    f = DiversityFilter(radius=0.1, memory=3)
+    f.update(np.eye(5), np.ones(5, dtype=bool))
+    np.testing.assert_array_equal(f.memory_, np.eye(5)[2:])
+    assert f.query(np.eye(5), np.zeros(5)).tolist() == [True, True, False, False, False]
+    with pytest.raises(InvalidInput, match="clear") as err:
+        f.query(np.ones((1, 4)), np.zeros(1))
+    assert err.value.kind == "bad_embeddings"
+    f.clear()
+    assert f.query(np.ones((1, 4)), np.zeros(1)).tolist() == [True]
+    with pytest.raises(InvalidInput):
+        DiversityFilter(radius=3)
+
+
+# ---------------------------------------------------------------- queue priority
+
+
+def test_priority_follows_rank_and_interleaves_audits():
+    _, scores = hidden_attribute_stream(20_000)
+    decisions = run(AdaptiveBudget(0.1, audit_share=0.2, seed=6), scores,
+                    batch_sizes(np.random.default_rng(21), len(scores)))
+    why, priority = reasons(decisions), joined(decisions, "priority")
+    unc, aud = why == "uncertain", why == "audit"
+    order = np.argsort(np.argsort(scores[unc]))
+    assert np.corrcoef(order, np.argsort(np.argsort(priority[unc])))[0, 1] > 0.9
+    # Audits land all through the queue, not at its bottom: their mean position
+    # among the selected items, sorted by priority, is near the middle.
+    queue = np.argsort(-priority[unc | aud], kind="stable")
+    position = np.empty(len(queue))
+    position[queue] = np.linspace(0, 1, len(queue))
+    assert abs(position[aud[unc | aud]].mean() - 0.5) < 0.1

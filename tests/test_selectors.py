@@ -1,8 +1,8 @@
-"""One contract suite that every selector passes, plus property and sanity tests.
+"""What each selector computes, beyond the shared contract.
 
-Every selector in ``SELECTORS`` is checked the same way (river's
-``check_estimator`` style); the committee selectors get
-``[batch, classes, samples]`` inputs, the others ``[batch, classes]``.
+The contract every selector passes (shapes, purity, order independence,
+rejection of bad input) is in ``test_selection_contract.py``; here: values,
+the BALD and vote-entropy properties, the random baseline, the registry.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from activestream.selectors import (
     LeastConfidence,
     Margin,
     RandomScore,
-    Selector,
     VoteEntropy,
     make_selector,
     validate_probs,
@@ -35,109 +34,13 @@ ALL = [make_selector(name) for name in SELECTORS]
 UNCERTAINTY = [LeastConfidence(), Margin(), Entropy(), ConsensusEntropy()]
 
 
-def make_input(selector, rng, batch=16, classes=5, samples=4) -> np.ndarray:
-    """Random valid input for ``selector``: Dirichlet rows, with a few one-hot ones."""
-    shape = (batch, samples) if selector.needs_samples else (batch,)
-    p = rng.dirichlet(np.full(classes, 0.5), size=shape)           # [..., classes]
-    if batch:
-        p[0] = np.eye(classes)[0]
-    return np.moveaxis(p, -1, 1) if selector.needs_samples else p
-
-
 def spread(x: np.ndarray, selector) -> np.ndarray:
     """Normalise a non-negative array into valid input for ``selector``."""
     x = x + 1e-6
     return x / x.sum(axis=1, keepdims=True)
 
 
-# ---------------------------------------------------------------- contract suite
-
-
-@pytest.mark.parametrize("selector", ALL, ids=SELECTORS)
-class TestContract:
-    def test_follows_protocol(self, selector):
-        assert isinstance(selector, Selector)
-        assert selector.name in SELECTORS
-        assert make_selector(selector.name) == selector
-
-    def test_scores_are_float64_finite_in_unit_interval(self, selector):
-        probs = make_input(selector, np.random.default_rng(0))
-        scores = selector.score(probs)
-        assert scores.dtype == np.float64 and scores.shape == (16,)
-        assert np.isfinite(scores).all()
-        assert ((scores >= 0) & (scores <= 1)).all()
-
-    def test_empty_batch(self, selector):
-        scores = selector.score(make_input(selector, np.random.default_rng(0), batch=0))
-        assert scores.shape == (0,) and scores.dtype == np.float64
-
-    def test_score_is_pure(self, selector):
-        probs = make_input(selector, np.random.default_rng(1))
-        before = probs.copy()
-        np.testing.assert_array_equal(selector.score(probs), selector.score(probs))
-        np.testing.assert_array_equal(probs, before)
-
-    def test_permuting_the_batch_permutes_the_scores(self, selector):
-        if isinstance(selector, RandomScore):
-            pytest.skip("random scores ignore content by design")
-        probs = make_input(selector, np.random.default_rng(2))
-        perm = np.random.default_rng(3).permutation(len(probs))
-        np.testing.assert_allclose(selector.score(probs[perm]), selector.score(probs)[perm])
-
-    def test_accepts_float16_and_float32(self, selector):
-        probs = make_input(selector, np.random.default_rng(4))
-        for dtype in (np.float16, np.float32):
-            assert selector.score(probs.astype(dtype)).dtype == np.float64
-
-    @pytest.mark.parametrize("breakage", ["nan", "inf", "int", "bool", "object", "sum",
-                                          "negative", "one_class", "too_few_axes",
-                                          "too_many_axes"])
-    def test_rejects_bad_probs(self, selector, breakage):
-        probs = make_input(selector, np.random.default_rng(5))
-        bad = {
-            "nan": lambda p: np.where(np.arange(p.shape[0]).reshape(-1, *[1] * (p.ndim - 1))
-                                      == 3, np.nan, p),
-            "inf": lambda p: np.full_like(p, np.inf),
-            "int": lambda p: (p > 0.5).astype(np.int64),
-            "bool": lambda p: p > 0.5,
-            "object": lambda p: p.astype(object),
-            "sum": lambda p: p * 1.01,
-            "negative": lambda p: p - p.mean(axis=1, keepdims=True),
-            "one_class": lambda p: np.ones_like(p[:, :1]),
-            "too_few_axes": lambda p: p[0],
-            "too_many_axes": lambda p: p[None],
-        }[breakage](probs)
-        with pytest.raises(InvalidInput) as err:
-            selector.score(bad)
-        assert err.value.kind == "bad_probs"
-        assert str(err.value)  # says what is wrong
-
-
 # ---------------------------------------------------------------- properties
-
-
-@st.composite
-def prob_inputs(draw, selector):
-    batch = draw(st.integers(0, 12))
-    classes = draw(st.integers(2, 6))
-    shape = (batch, classes, draw(st.integers(1, 5))) if selector.needs_samples \
-        else (batch, classes)
-    raw = draw(hnp.arrays(np.float64, shape, elements=st.floats(0, 1)))
-    return spread(raw, selector)
-
-
-@pytest.mark.parametrize("selector", ALL, ids=SELECTORS)
-@settings(max_examples=60, deadline=None)
-@given(data=st.data())
-def test_scores_valid_for_any_probabilities(selector, data):
-    probs = data.draw(prob_inputs(selector))
-    scores = selector.score(probs)
-    assert scores.shape == (probs.shape[0],) and scores.dtype == np.float64
-    assert np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
-    if not isinstance(selector, RandomScore):
-        perm = data.draw(st.permutations(range(probs.shape[0])))
-        np.testing.assert_allclose(selector.score(probs[list(perm)]), scores[list(perm)],
-                                   atol=1e-12)
 
 
 @settings(max_examples=60, deadline=None)

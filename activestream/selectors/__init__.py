@@ -7,7 +7,11 @@ Two separate kinds of object (see ``STYLE.md``):
   selectors, whose ``needs_samples`` is True) and float64 ``scores``
   ``[batch]`` in ``[0, 1]``; higher always means more worth a label.
 * **Budget managers** turn scores into decisions under a labeling budget:
-  ``query(scores, keys) -> Decision`` (pure) and ``update(scores, decision)``.
+  ``query(scores, keys, *, classes=None, eligible=None) -> Decision`` (pure)
+  and ``update(scores, decision)`` (commit); built by name with
+  :func:`make_budget`.
+* The **diversity filter** turns ``[batch, dim]`` embeddings into an
+  ``eligible`` mask for the budget, with the same ``query``/``update`` verbs.
 
 This package imports only the standard library and numpy.
 
@@ -38,14 +42,11 @@ from activestream.selectors.base import (
     validate_samples,
     validate_scores,
 )
-from activestream.selectors.budget import (
-    AdaptiveBudget,
-    BudgetManager,
-    Decision,
-    FixedThreshold,
-    keyed_uniforms,
-)
+from activestream.selectors.budget import AdaptiveBudget, FixedThreshold
 from activestream.selectors.committee import BALD, ConsensusEntropy, VoteEntropy
+from activestream.selectors.decision import BudgetManager, Decision
+from activestream.selectors.diversity import DiversityFilter, validate_embeddings
+from activestream.selectors.ranking import keyed_uniforms, rank_threshold, score_ranks
 from activestream.selectors.uncertainty import Entropy, LeastConfidence, Margin, RandomScore
 
 _REGISTRY = {
@@ -81,18 +82,45 @@ def make_selector(name: str, **kwargs) -> Selector:
                            f"{cls.__name__} takes {_params(cls)}") from e
 
 
+_BUDGETS = {"adaptive": AdaptiveBudget, "fixed": FixedThreshold}
+
+BUDGETS: tuple[str, ...] = tuple(_BUDGETS)
+"""Names accepted by :func:`make_budget`: ``adaptive`` holds a share of traffic per
+window; ``fixed`` is the naive fixed-threshold baseline."""
+
+
+def make_budget(name: str, *args, **kwargs) -> BudgetManager:
+    """Build a budget manager by name, e.g. from a config value.
+
+    >>> make_budget("adaptive", 0.05, window=1000, cap=60)
+    AdaptiveBudget(0.05, window=1000, audit_share=0.1, history=2000, seed=0, tolerance=0.1, cap=60)
+    >>> make_budget("fixed", 0.5)
+    FixedThreshold(0.5)
+    """
+    cls = _BUDGETS.get(name)
+    if cls is None:
+        raise InvalidInput("bad_config", f"unknown budget manager {name!r}; use one of: "
+                           + ", ".join(BUDGETS))
+    try:
+        return cls(*args, **kwargs)
+    except TypeError as e:
+        raise InvalidInput("bad_config", f"bad arguments for budget manager {name!r}: {e}") from e
+
+
 def _params(cls) -> str:
     names = [f.name for f in dataclasses.fields(cls)]
     return "keyword arguments " + ", ".join(names) if names else "no arguments"
 
 
 __all__ = [
+    "BUDGETS",
     "SELECTORS",
     "AdaptiveBudget",
     "BALD",
     "BudgetManager",
     "ConsensusEntropy",
     "Decision",
+    "DiversityFilter",
     "Entropy",
     "FixedThreshold",
     "LeastConfidence",
@@ -101,8 +129,12 @@ __all__ = [
     "Selector",
     "VoteEntropy",
     "keyed_uniforms",
+    "make_budget",
     "make_selector",
     "normalised_entropy",
+    "rank_threshold",
+    "score_ranks",
+    "validate_embeddings",
     "validate_probs",
     "validate_samples",
     "validate_scores",

@@ -1,273 +1,83 @@
 """Budget managers: decide which scored items go to human labelers.
 
-Kept apart from scoring: a budget manager sees float ``scores`` ``[batch]``
-(higher = more worth a label) and one stable string key per item (e.g.
-``"topic/partition/offset"``), never the model. Two verbs:
-
-* ``query(scores, keys) -> Decision`` is pure: no state changes, and the
-  same state, scores and keys always give the same decision, because all
-  randomness is a keyed hash of ``(seed, key)``. A batch that Kafka
-  redelivers after a rebalance is decided the same way again.
-* ``update(scores, decision) -> None`` commits a decision: counters, score
-  history and threshold move on.
+Kept apart from scoring (see :mod:`activestream.selectors.decision` for the
+``query``/``update`` protocol and :class:`Decision`). ``query`` is pure;
+``update`` commits.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from activestream.errors import InvalidInput
 from activestream.selectors.base import validate_scores
-
-_EPS = 1e-9
-_CHUNK = 128  # rank matrices are at most _CHUNK x _CHUNK
-
-
-@dataclass(frozen=True, eq=False)
-class Decision:
-    """What a budget manager chose for one batch; arrays are ``[batch]``.
-
-    ``selected`` (bool): send the item to a labeler. ``probability``
-    (float64): the probability that the item is selected given the state
-    at decision time; in ``(0, 1]`` for selected items, usable as an
-    inverse-propensity weight. ``reason``: ``"audit"``, ``"uncertain"`` or
-    ``""`` (not selected). ``threshold``: the score threshold in force for
-    the batch's first item.
-    """
-
-    selected: np.ndarray
-    probability: np.ndarray
-    reason: tuple[str, ...]
-    threshold: float
-
-    def __eq__(self, other) -> bool:
-        if not isinstance(other, Decision):
-            return NotImplemented
-        return (np.array_equal(self.selected, other.selected)
-                and np.array_equal(self.probability, other.probability)
-                and self.reason == other.reason
-                and (self.threshold == other.threshold
-                     or (math.isnan(self.threshold) and math.isnan(other.threshold))))
-
-    __hash__ = None  # holds arrays
-
-
-class BudgetManager(Protocol):
-    """``query`` (pure) then ``update`` (commit) for every batch, in order."""
-
-    seen_: int
-    spent_: int
-    threshold_: float
-
-    def query(self, scores: np.ndarray, keys: Sequence[str]) -> Decision: ...
-
-    def update(self, scores: np.ndarray, decision: Decision) -> None: ...
-
-
-def keyed_uniforms(keys: Sequence[str], seed: int) -> np.ndarray:
-    """Two independent uniforms in ``[0, 1)`` per key: float64 ``[batch, 2]``.
-
-    A pure function of ``(seed, key)`` (blake2b), so replays agree.
-
-    >>> keyed_uniforms(["a", "b"], seed=0).shape
-    (2, 2)
-    >>> bool((keyed_uniforms(["a"], 1) == keyed_uniforms(["a"], 1)).all())
-    True
-    """
-    salt = hashlib.blake2b(repr(int(seed)).encode(), digest_size=32).digest()
-    base = hashlib.blake2b(key=salt, digest_size=16)
-    digests = []
-    for key in keys:
-        if not isinstance(key, str):
-            raise InvalidInput("bad_keys", f"keys must be strings, got {type(key).__name__}; "
-                               "use a stable id such as f'{topic}/{partition}/{offset}'")
-        h = base.copy()
-        h.update(key.encode())
-        digests.append(h.digest())
-    words = np.frombuffer(b"".join(digests), dtype="<u8").reshape(-1, 2)
-    return (words >> np.uint64(11)).astype(np.float64) * 2.0**-53
-
-
-def _check_batch(scores, keys: Sequence[str]) -> np.ndarray:
-    s = validate_scores(scores)
-    if len(keys) != len(s):
-        raise InvalidInput("bad_keys", f"got {len(keys)} keys for {len(s)} scores; "
-                           "pass exactly one key per item, in the same order")
-    return s
-
-
-def _check_decision(s: np.ndarray, decision: Decision) -> np.ndarray:
-    selected = np.asarray(decision.selected)
-    if selected.shape != s.shape or selected.dtype != bool:
-        raise InvalidInput("bad_decision", f"decision.selected must be bool {s.shape} to match "
-                           f"the scores, got {selected.dtype} {selected.shape}; pass the "
-                           "Decision that query returned for these same scores")
-    return selected
-
-
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False
-    return a
-
-
-def _rank_chunk(past: np.ndarray, s: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Randomised-rank interval of ``s[i]`` among the last ``size`` of past + s[:i]."""
-    n, m0 = len(s), len(past)
-    order = np.sort(past)
-    lt = np.searchsorted(order, s, "left")
-    le = np.searchsorted(order, s, "right")
-    i = np.arange(n)
-    evicted = np.maximum(0, m0 + i - size)          # oldest `past` values out of view
-    front = past[: min(m0, int(evicted.max(initial=0)))]
-    if front.size:
-        gone = np.arange(front.size)[None, :] < evicted[:, None]
-        lt -= np.count_nonzero((front[None, :] < s[:, None]) & gone, axis=1)
-        le -= np.count_nonzero((front[None, :] <= s[:, None]) & gone, axis=1)
-    seen = (i[None, :] < i[:, None]) & (i[None, :] >= (i - size)[:, None])
-    lt += np.count_nonzero((s[None, :] < s[:, None]) & seen, axis=1)
-    le += np.count_nonzero((s[None, :] <= s[:, None]) & seen, axis=1)
-    m = np.minimum(size, m0 + i) + 1.0
-    return lt / m, (le + 1) / m
-
-
-def score_ranks(history: np.ndarray, scores: np.ndarray, size: int):
-    """``(lo, hi)``: where each score falls among the ``size`` scores before it.
-
-    Item ``i`` is compared with the last ``size`` values of
-    ``history + scores[:i]``, exactly as if the batch arrived one item at a
-    time. Among those ``m`` values and itself the item occupies the slots
-    ``lo = #less / (m+1)`` to ``hi = (#less_or_equal + 1) / (m+1)``; ties
-    share the interval, so a uniform point inside it is an exact
-    randomised rank.
-
-    >>> lo, hi = score_ranks(np.array([1.0, 2.0, 3.0]), np.array([2.5, 2.5]), size=3)
-    >>> lo.tolist(), hi.tolist()
-    ([0.5, 0.25], [0.75, 0.75])
-    """
-    los, his = [], []
-    for start in range(0, len(scores), _CHUNK):
-        past = np.concatenate([history, scores[max(0, start - size):start]])[-size:]
-        lo, hi = _rank_chunk(past, scores[start:start + _CHUNK], size)
-        los.append(lo)
-        his.append(hi)
-    if not los:
-        return np.zeros(0), np.zeros(0)
-    return np.concatenate(los), np.concatenate(his)
-
-
-def rank_threshold(history: np.ndarray, rate: float) -> float:
-    """The score above which roughly ``rate`` of ``history`` lies.
-
-    ``-inf`` when everything is eligible (``rate >= 1`` or no history yet:
-    every item then ties and is picked at random), ``inf`` when nothing is.
-
-    >>> rank_threshold(np.arange(101.0), 0.1), rank_threshold(np.zeros(0), 0.1)
-    (90.0, -inf)
-    """
-    if rate >= 1.0 or history.size == 0:
-        return -math.inf
-    if rate <= 0.0:
-        return math.inf
-    return float(np.quantile(history, 1.0 - rate))
-
-
-@dataclass(frozen=True)
-class _Pacing:
-    """Per-window spending plan: the uncertainty-pick rate for one item."""
-
-    window: int
-    target: float   # fraction * window: picks per window
-    lower: int      # every window ends with lower <= picks <= upper
-    upper: int
-    audit: float    # q: per-item audit probability
-    horizon: int    # items over which a deficit or surplus is made good
-
-    @classmethod
-    def make(cls, fraction: float, window: int, audit_share: float, tolerance: float):
-        target = fraction * window
-        lower = math.ceil(target * (1 - tolerance) - _EPS)
-        upper = math.floor(target * (1 + tolerance) + _EPS)
-        if lower > upper:  # no whole number within tolerance: aim for the nearest ones
-            lower, upper = math.floor(target), math.ceil(target)
-        return cls(window, target, lower, upper, audit_share * fraction, max(1, window // 10))
-
-    def rate(self, k: int, spent: int) -> float:
-        """Rate for the item at window position ``k`` after ``spent`` picks in the window.
-
-        1.0 forces a pick, 0.0 refuses one (audit picks are never refused).
-        """
-        w, t, q = self.window, self.target, self.audit
-        plan = t * (k + 1) / w                      # straight-line schedule after this item
-        left = w - k - 1                            # items after this one
-        floor = max(self.lower - left, plan - max(t - self.lower, 1.0))
-        if spent < floor - _EPS:                    # below the corridor: catch up now
-            return 1.0
-        reserve = min(left, q * left + 3.0 * math.sqrt(q * left))  # for unrefusable audits
-        if spent + 1 > min(self.upper - reserve, plan + max(self.upper - t, 1.0)) + _EPS:
-            return 0.0
-        if q >= 1.0:
-            return 0.0
-        h = min(self.horizon, w - k)
-        r = (t * (k + h) / w - spent - q * h) / ((1.0 - q) * h)
-        return min(1.0, max(0.0, r))
-
-    def decide(self, k: int, spent: int, lo, hi, audit, coin):
-        """Walk the batch in order; return per-item (selected, p_uncertain) lists."""
-        selected, p_unc = [], []
-        for lo_i, hi_i, a_i, c_i in zip(lo.tolist(), hi.tolist(), audit.tolist(), coin.tolist()):
-            r = self.rate(k, spent)
-            p = min(1.0, max(0.0, (hi_i - 1.0 + r) / (hi_i - lo_i)))
-            pick = a_i or c_i < p
-            selected.append(pick)
-            p_unc.append(p)
-            spent += pick
-            k += 1
-            if k == self.window:
-                k, spent = 0, 0
-        return selected, p_unc
+from activestream.selectors.decision import (
+    Decision,
+    check_batch,
+    check_classes,
+    check_decision,
+    check_eligible,
+    frozen,
+)
+from activestream.selectors.pacing import EPS, Pacing
+from activestream.selectors.ranking import keyed_uniforms, rank_threshold, score_ranks
 
 
 class AdaptiveBudget:
     """Spend ``fraction`` of traffic on labels in every window, on the best items.
 
-    Every tumbling window of ``window`` consecutive items (items 0..window-1,
-    then the next ``window``, ...) ends with ``fraction * window`` picks
-    within ``tolerance`` (10%), from a cold start and whatever the scores
-    do: constant, drifting, collapsing, in batches of any size.
+    Every run of ``window`` consecutive items (a sliding window, so also the
+    tumbling windows 0..window-1, window..2*window-1, ...) holds
+    ``fraction * window`` picks within ``tolerance`` (10%), from a cold start
+    and whatever the scores do: constant, drifting, collapsing, in batches of
+    any size. Before the first ``window`` items the missing past counts as
+    picks at the target rate, so the first window is held too.
 
-    How an item is decided, in stream order (batch boundaries do not matter):
+    How an item is decided, in stream order (batch boundaries do not matter;
+    see :mod:`activestream.selectors.pacing` for the plan):
 
-    1. **Audit**: with probability ``q = audit_share * fraction`` (a keyed coin,
+    1. **Cap**: when the window ending at this item already holds ``cap``
+       picks (default and at most: the band's top,
+       ``floor(1.1 * fraction * window)``), the item is not picked, not even
+       as an audit (probability 0).
+    2. **Audit**: with probability ``q = audit_share * fraction`` (a keyed coin,
        independent of the score) the item is an audit pick. Audits are never
-       refused, so they are a uniform random sample of the traffic for
-       unbiased accuracy estimates; they count towards the spend.
-    2. **Rate**: the uncertainty-pick rate ``r`` comes from a pacing plan: the
-       picks should follow the straight line ``fraction * position`` through
-       the window; ``r`` makes good the current deficit or surplus over the
-       next ``window // 10`` items (net of expected audits). A corridor of
-       ``+-max(tolerance * fraction * window, 1)`` picks around the line is
-       enforced: ``r = 1`` below it, ``r = 0`` above it (the top also keeps
-       room for the audits still to come), and it narrows to the tolerance
-       band at the window's end, so every window ends inside the band.
-    3. **Rank**: the item's randomised rank among the previous ``history``
+       refused below the cap, so they are a uniform random sample of the
+       traffic for unbiased accuracy estimates; they count towards the spend.
+    3. **Rate**: the uncertainty-pick rate ``r`` aims the window back at its
+       target over the next ``window // 10`` items, counting the old picks that
+       will drop out of it and the audits to expect; ``r = 1`` when the window
+       nears the band's bottom, ``r = 0`` one pick below the cap (room for
+       audits).
+    4. **Preferences**: an item that is not ``eligible`` (e.g. a near-duplicate
+       of a recent pick, see :class:`DiversityFilter`), or whose predicted
+       class (``classes``) already holds its quota of the window's uncertainty
+       picks, is not picked for its score, unless the window would otherwise
+       fall below its band: the band is the guarantee, preferences yield.
+       ``quotas`` is a share of the window's target per predicted class (a
+       float for every class, or ``{class: share}``; unlisted classes are
+       unlimited), so one dominant class cannot take the whole budget; with
+       quotas, ranks (step 5) are taken within the item's predicted class.
+    5. **Rank**: the item's randomised rank among the previous ``history``
        scores is uniform on ``[lo, hi]`` (see :func:`score_ranks`; ties, and
        an empty history, give wide intervals). It is an uncertainty pick if
        that rank is in the top ``r``: ``P_u = clip((hi - (1 - r)) / (hi - lo), 0, 1)``.
 
     ``Decision.probability`` is ``q + (1 - q) * P_u`` for every item (the
-    audit and rank coins are independent keyed hashes): the exact selection
-    probability given the state before the item (window position, picks so
-    far in the window, score history), so it is 1 for forced picks and
+    audit and rank coins are independent keyed hashes; 0 at the cap): the
+    exact selection probability given the state before the item (the picks
+    of the last window, the score history), so it is 1 for forced picks and
     ``q`` for refused ones. Because it conditions on the past only,
     ``sum(x / probability over selected) / n`` is an unbiased
-    (Horvitz-Thompson) estimate of the mean of ``x`` over all items.
-    A window can leave the band only if its audits alone exceed the band's
-    top, which needs a large ``audit_share`` or a tiny ``fraction * window``.
+    (Horvitz-Thompson) estimate of the mean of ``x`` over all items, as long
+    as the cap refuses no audit item, which takes a large ``audit_share`` or
+    a ``cap`` below the band. A ``cap`` below the band wins over the band.
+
+    ``Decision.priority`` is the item's rank midpoint ``(lo + hi) / 2`` for
+    uncertainty picks, ``1 - fraction * u`` (``u`` uniform) for audit picks.
 
     >>> budget = AdaptiveBudget(0.1, window=500, seed=7)
     >>> rng = np.random.default_rng(0)
@@ -281,10 +91,14 @@ class AdaptiveBudget:
     >>> picked = scores[[r == "uncertain" for r in decision.reason]]
     >>> bool(picked.mean() > 0.85)                  # the top 10% averages 0.95
     True
+    >>> order = np.argsort(-decision.priority)[:decision.selected.sum()]
+    >>> bool(decision.selected[order].all())        # the queue serves picks only
+    True
     """
 
     def __init__(self, fraction: float, *, window: int = 1000, audit_share: float = 0.1,
-                 history: int = 2000, seed: int = 0, tolerance: float = 0.1):
+                 history: int = 2000, seed: int = 0, tolerance: float = 0.1,
+                 cap: int | None = None, quotas: float | Mapping[int, float] | None = None):
         _require(0 < fraction <= 1, f"fraction must be in (0, 1], got {fraction!r}")
         _require(_is_int(window) and window >= 1, f"window must be an int >= 1, "
                  f"got {window!r}")
@@ -293,59 +107,113 @@ class AdaptiveBudget:
                  f"got {history!r}")
         _require(_is_int(seed), f"seed must be an int, got {seed!r}")
         _require(0 <= tolerance < 1, f"tolerance must be in [0, 1), got {tolerance!r}")
-        _require(fraction * window >= 1 - _EPS, f"a window of {window} items at fraction "
+        _require(fraction * window >= 1 - EPS, f"a window of {window} items at fraction "
                  f"{fraction} expects under one label, so no window can be held to its "
-                 f"share; use window >= {math.ceil(1 / fraction - _EPS)}")
+                 f"share; use window >= {math.ceil(1 / fraction - EPS)}")
+        _require(cap is None or (_is_int(cap) and cap >= 1),
+                 f"cap must be None or an int >= 1 (labels per window), got {cap!r}")
         self.fraction = fraction
         self.window = window
         self.audit_share = audit_share
         self.history = history
         self.seed = seed
         self.tolerance = tolerance
-        self._pacing = _Pacing.make(fraction, window, audit_share, tolerance)
+        self.cap = cap
+        self.quotas = quotas
+        self._limits = _quota_limits(quotas, fraction * window)
+        self._pacing = Pacing.make(fraction, window, audit_share, tolerance, cap)
         self.seen_ = 0
         self.spent_ = 0
-        self.window_spent_ = 0
-        self.history_ = _frozen(np.zeros(0))
+        self.recent_ = frozen(np.zeros(0, dtype=np.int8))          # picks, last `window` items
+        self.recent_classes_ = frozen(np.zeros(0, dtype=np.int64))  # class of uncertain picks
+        self.class_history_: dict[int, np.ndarray] = {}
+        self.history_ = frozen(np.zeros(0))
         self.threshold_ = self._threshold()
 
     def __repr__(self) -> str:
+        extra = "".join(f", {name}={getattr(self, name)!r}" for name in ("cap", "quotas")
+                        if getattr(self, name) is not None)
         return (f"AdaptiveBudget({self.fraction!r}, window={self.window!r}, "
                 f"audit_share={self.audit_share!r}, history={self.history!r}, "
-                f"seed={self.seed!r}, tolerance={self.tolerance!r})")
+                f"seed={self.seed!r}, tolerance={self.tolerance!r}{extra})")
 
     def _threshold(self) -> float:
-        rate = self._pacing.rate(self.seen_ % self.window, self.window_spent_)
-        return rank_threshold(self.history_, rate)
+        return rank_threshold(self.history_, self._pacing.next_rate(self.seen_, self.recent_))
 
-    def query(self, scores: np.ndarray, keys: Sequence[str]) -> Decision:
-        """Decide a batch (pure). ``scores``: float ``[batch]``; ``keys``: one str per item."""
-        s = _check_batch(scores, keys)
+    def query(self, scores: np.ndarray, keys: Sequence[str], *, classes=None,
+              eligible=None) -> Decision:
+        """Decide a batch (pure).
+
+        ``scores``: float ``[batch]``; ``keys``: one str per item; ``classes``:
+        predicted class per item, int ``[batch]`` (required with ``quotas``);
+        ``eligible``: bool ``[batch]``, False for items not to be picked for
+        their score (None: all eligible).
+        """
+        s = check_batch(scores, keys)
+        classes = check_classes(classes, len(s))
+        if self._limits is not None and classes is None:
+            raise InvalidInput("bad_classes", "this budget has per-class quotas, so query needs "
+                               "classes=probs.argmax(axis=1)")
+        ok = check_eligible(eligible, len(s))
         coins = keyed_uniforms(keys, self.seed)
         q = self._pacing.audit
-        audit = coins[:, 0] < q
-        lo, hi = score_ranks(self.history_, s, self.history)
-        picks, p_unc = self._pacing.decide(self.seen_ % self.window, self.window_spent_,
-                                           lo, hi, audit, coins[:, 1])
-        selected = np.array(picks, dtype=bool)
-        probability = q + (1.0 - q) * np.array(p_unc, dtype=np.float64)
+        lo, hi = self._ranks(s, classes)
+        verdict = self._pacing.decide(
+            self.seen_, self.recent_, self.recent_classes_, lo, hi, coins[:, 0] < q, coins[:, 1],
+            eligible=ok, classes=classes if self._limits is not None else None,
+            limits=self._limits)
+        selected = np.array(verdict.selected, dtype=bool)
+        audit = np.array(verdict.audit, dtype=bool) & selected
         reason = tuple("audit" if a else "uncertain" if p else ""
-                       for a, p in zip(audit.tolist(), picks))
-        return Decision(_frozen(selected), _frozen(probability), reason, self.threshold_)
+                       for a, p in zip(audit.tolist(), verdict.selected))
+        audit_rank = 1.0 - self.fraction * coins[:, 0] / q if q > 0 else np.zeros(len(s))
+        priority = np.where(audit, audit_rank, (lo + hi) / 2.0) * selected
+        return Decision(frozen(selected), frozen(np.array(verdict.probability, dtype=np.float64)),
+                        reason, self.threshold_, frozen(priority.astype(np.float64)), classes)
+
+    def _ranks(self, s: np.ndarray, classes: np.ndarray | None):
+        """Randomised-rank intervals ``(lo, hi)`` of the batch's scores, in stream order.
+
+        With quotas an item is ranked among recent items of its own predicted
+        class: once a dominant class has used its quota, the pacing has to find
+        the rest of the window's picks in the other classes, and ranks against
+        the whole traffic would put all of those at the bottom.
+        """
+        if self._limits is None:
+            return score_ranks(self.history_, s, self.history)
+        lo, hi = np.zeros(len(s)), np.zeros(len(s))
+        for c in np.unique(classes).tolist():
+            mine = classes == c
+            past = self.class_history_.get(c, np.zeros(0))
+            lo[mine], hi[mine] = score_ranks(past, s[mine], self.history)
+        return lo, hi
 
     def update(self, scores: np.ndarray, decision: Decision) -> None:
         """Commit ``decision`` (from ``query`` on these scores): counters, history, threshold."""
         s = validate_scores(scores)
-        selected = _check_decision(s, decision)
-        k = self.seen_ % self.window
-        if k + len(s) < self.window:
-            self.window_spent_ += int(selected.sum())
-        else:  # the batch crosses a boundary: count only the last, unfinished window
-            start = len(s) - (k + len(s)) % self.window
-            self.window_spent_ = int(selected[start:].sum())
+        selected = check_decision(s, decision)
+        uncertain = np.array([r == "uncertain" for r in decision.reason], dtype=bool)
+        if self._limits is not None:
+            if decision.classes is None:
+                raise InvalidInput("bad_decision", "this budget has per-class quotas; pass the "
+                                   "Decision that query returned (it carries the classes)")
+            picked_class = np.where(uncertain, decision.classes, -1)
+            histories = dict(self.class_history_)
+            for c in np.unique(decision.classes).tolist():
+                mine = s[decision.classes == c]
+                histories[c] = frozen(np.concatenate([histories.get(c, np.zeros(0)),
+                                                      mine])[-self.history:])
+            self.class_history_ = histories
+        else:
+            picked_class = np.full(len(s), -1, dtype=np.int64)
+        self.recent_ = frozen(np.concatenate([self.recent_, selected.astype(np.int8)])
+                              [-self.window:])
+        self.recent_classes_ = frozen(np.concatenate([self.recent_classes_,
+                                                      picked_class.astype(np.int64)])
+                                      [-self.window:])
         self.seen_ += len(s)
         self.spent_ += int(selected.sum())
-        self.history_ = _frozen(np.concatenate([self.history_, s])[-self.history:])
+        self.history_ = frozen(np.concatenate([self.history_, s])[-self.history:])
         self.threshold_ = self._threshold()
 
 
@@ -353,7 +221,8 @@ class FixedThreshold:
     """Pick every item scoring ``>= threshold``: the naive baseline.
 
     It caps nothing and adapts to nothing: once the model grows confident and
-    scores fall below the threshold, it stops asking for labels.
+    scores fall below the threshold, it stops asking for labels. It is here
+    to show that weakness in tests and benchmarks, not to be deployed.
 
     >>> budget = FixedThreshold(0.5)
     >>> budget.query(np.array([0.2, 0.7]), ["a", "b"]).selected.tolist()
@@ -370,18 +239,40 @@ class FixedThreshold:
     def __repr__(self) -> str:
         return f"FixedThreshold({self.threshold!r})"
 
-    def query(self, scores: np.ndarray, keys: Sequence[str]) -> Decision:
+    def query(self, scores: np.ndarray, keys: Sequence[str], *, classes=None,
+              eligible=None) -> Decision:
         """Decide a batch (pure); ``probability`` is 1 for picks, 0 otherwise."""
-        selected = _check_batch(scores, keys) >= self.threshold
+        s = check_batch(scores, keys)
+        selected = (s >= self.threshold) & check_eligible(eligible, len(s))
         reason = tuple("uncertain" if p else "" for p in selected.tolist())
-        return Decision(_frozen(selected), _frozen(selected.astype(np.float64)), reason,
-                        self.threshold_)
+        return Decision(frozen(selected), frozen(selected.astype(np.float64)), reason,
+                        self.threshold_, classes=check_classes(classes, len(s)))
 
     def update(self, scores: np.ndarray, decision: Decision) -> None:
         """Commit ``decision``: advance ``seen_`` and ``spent_``."""
-        selected = _check_decision(validate_scores(scores), decision)
+        selected = check_decision(validate_scores(scores), decision)
         self.seen_ += len(selected)
         self.spent_ += int(selected.sum())
+
+
+def _quota_limits(quotas, target: float):
+    """``limits(c)``: most uncertainty picks class ``c`` may take per window (None: no quotas)."""
+    if quotas is None:
+        return None
+    if isinstance(quotas, Mapping):
+        shares = dict(quotas)
+        for c, share in shares.items():
+            _require(_is_int(c) and c >= 0, f"quota classes must be ints >= 0, got {c!r}")
+            _require(0 < share <= 1, f"quota shares must be in (0, 1], got {share!r} for {c}")
+        return lambda c: _limit(shares[c], target) if c in shares else math.inf
+    _require(isinstance(quotas, (int, float)) and 0 < quotas <= 1,
+             f"quotas must be a share in (0, 1], a {{class: share}} dict or None, got {quotas!r}")
+    limit = _limit(float(quotas), target)
+    return lambda c: limit
+
+
+def _limit(share: float, target: float) -> int:
+    return max(1, math.floor(share * target + EPS))
 
 
 def _is_int(x) -> bool:
