@@ -68,6 +68,43 @@ class Classifier:
             x = x.contiguous(memory_format=torch.channels_last)
         return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
 
+    @torch.inference_mode()
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """Penultimate-layer features ``float32 [batch, dim]`` (for diversity filters)."""
+        features, _ = self._split()
+        return features(self._input(images)).float().cpu().numpy() if len(images) else np.zeros((0, 0), np.float32)
+
+    @torch.inference_mode()
+    def sample_proba(self, images: np.ndarray, samples: int = 10, seed: int = 0) -> np.ndarray:
+        """MC-dropout: ``samples`` passes of the head with dropout on, ``float32 [batch, classes, samples]``.
+
+        The features are computed once; only the dropout head is sampled, so this
+        costs little more than one forward pass.
+        """
+        features, head = self._split()
+        z = features(self._input(images))
+        head.train()
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            passes = [torch.softmax(head(z).float(), dim=1) for _ in range(samples)]
+        finally:
+            head.eval()
+            torch.random.set_rng_state(generator_state)
+        return torch.stack(passes, dim=2).cpu().numpy()
+
+    def _split(self) -> tuple[nn.Module, nn.Module]:
+        features, head = getattr(self.model, "features", None), getattr(self.model, "head", None)
+        if features is None or head is None:
+            raise ValueError(f"{self.spec.arch} has no features/head split: embeddings and MC-dropout "
+                             "samples need the small_cnn architecture")
+        return features, head
+
+    def _input(self, images: np.ndarray) -> torch.Tensor:
+        self.model.eval()
+        x = to_tensor(images, self.spec).to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cpu" else x
+
     def predict_batches(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
         parts = [self.predict_proba(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
         return np.concatenate(parts) if parts else self.predict_proba(images)

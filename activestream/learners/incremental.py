@@ -41,14 +41,20 @@ class RoundResult:
 
 def retrain(serving: Classifier, ids: list[str], images: np.ndarray, labels: np.ndarray, *,
             config: TrainConfig, holdout: float = 0.2, tolerance: float = 0.01,
-            eval_sets: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> RoundResult:
+            eval_sets: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+            trusted: np.ndarray | None = None) -> RoundResult:
     """Fine-tune ``serving`` on the labeled set and decide whether the result may serve.
 
     The candidate is promoted unless its accuracy on held-out human labels is more
     than ``tolerance`` below the serving version's on the same labels.
     ``eval_sets`` (name -> images, labels) are only measured, never trained on.
+    ``trusted`` (bool ``[n]``, default all) marks human labels: only those may be held
+    out, so pseudo-labels are trained on but never judge a version.
     """
     train, held = split_holdout(ids, holdout)
+    if trusted is not None:
+        held &= np.asarray(trusted, dtype=bool)
+        train = ~held
     candidate = fit(serving, images[train], labels[train], config)
     metrics = {"train_size": float(train.sum()), "holdout_size": float(held.sum())}
     promote = True
@@ -60,3 +66,27 @@ def retrain(serving: Classifier, ids: list[str], images: np.ndarray, labels: np.
     for name, (x, y) in (eval_sets or {}).items():
         metrics[f"{name}_accuracy"] = candidate.accuracy(x, y)
     return RoundResult(candidate, metrics, promote)
+
+
+@dataclass(frozen=True)
+class LearnerPolicy:
+    """When a round is due and how it trains: the learner worker's and the simulator's rules.
+
+    >>> LearnerPolicy(retrain_every=100).due(labeled=350, trained_on=250)
+    True
+    """
+
+    retrain_every: int = 150
+    holdout: float = 0.2
+    tolerance: float = 0.01
+    train: TrainConfig = TrainConfig()
+
+    def due(self, labeled: int, trained_on: int) -> bool:
+        """Whether ``labeled`` labels now, against ``trained_on`` at the serving version, call for a round."""
+        return labeled - trained_on >= self.retrain_every
+
+    def run(self, serving: Classifier, ids: list[str], images: np.ndarray, labels: np.ndarray,
+            eval_sets: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+            trusted: np.ndarray | None = None) -> RoundResult:
+        return retrain(serving, ids, images, labels, config=self.train, holdout=self.holdout,
+                       tolerance=self.tolerance, eval_sets=eval_sets, trusted=trusted)

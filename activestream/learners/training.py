@@ -17,7 +17,7 @@ from activestream.learners.preprocess import to_tensor
 class TrainConfig:
     """How to train: ``epochs`` full passes (more when that gives fewer than ``min_steps``
     optimiser steps, so small labeled sets are not under-trained), Adam at
-    ``learning_rate``, light shift augmentation."""
+    ``learning_rate``, light shift augmentation; never more than ``max_steps`` steps when set."""
 
     epochs: int = 4
     min_steps: int = 150
@@ -26,6 +26,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     augment: bool = True
     seed: int = 0
+    max_steps: int | None = None  # a cap on optimiser steps per call, so big label sets train in bounded time
+    cosine: bool = False  # decay the rate to 0 over the call: less jitter from one version to the next
 
 
 def fit(clf: Classifier, images: np.ndarray, labels: np.ndarray, config: TrainConfig = TrainConfig()) -> Classifier:
@@ -52,9 +54,17 @@ def fit(clf: Classifier, images: np.ndarray, labels: np.ndarray, config: TrainCo
     y_all = torch.as_tensor(labels, dtype=torch.long)
     loss_fn = nn.CrossEntropyLoss()
     steps_per_epoch = max(1, len(x_all) // config.batch_size)
-    for _ in range(max(config.epochs, -(-config.min_steps // steps_per_epoch))):
+    steps = 0
+    epochs = max(config.epochs, -(-config.min_steps // steps_per_epoch))
+    total = epochs * -(-len(x_all) // config.batch_size)
+    total = min(total, config.max_steps) if config.max_steps is not None else total
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(1, total)) if config.cosine else None
+    for _ in range(epochs):
         order = torch.randperm(len(x_all), generator=generator)
         for start in range(0, len(order), config.batch_size):
+            if config.max_steps is not None and steps >= config.max_steps:
+                break
+            steps += 1
             idx = order[start:start + config.batch_size]
             if len(idx) < 2:
                 continue  # BatchNorm cannot train on a single item
@@ -65,6 +75,8 @@ def fit(clf: Classifier, images: np.ndarray, labels: np.ndarray, config: TrainCo
             loss = loss_fn(model(x.to(clf.device)), y_all[idx].to(clf.device))
             loss.backward()
             optimiser.step()
+            if schedule is not None:
+                schedule.step()
     return Classifier(model.eval(), clf.spec, None, clf.device).to_device()
 
 

@@ -1,0 +1,136 @@
+"""The selection-policy seam: which streamed items get a label, and with what probability.
+
+A policy sees one batch of model outputs at a time, in stream order, and answers with
+two verbs, like the budget managers it wraps (``STYLE.md``, rule 2):
+
+* ``select(probs, embeddings, keys) -> Selection`` is pure: nothing changes, and the
+  same state and inputs always give the same answer.
+* ``commit(probs, embeddings, keys, selection) -> None`` commits that answer (counters,
+  score history, thresholds move on). The simulator calls it once per batch, right
+  after ``select``, with the very same arguments.
+
+Shapes:
+
+* ``probs``: float ``[batch, classes]``, the serving model's class probabilities; a
+  policy whose ``needs_samples`` is True gets ``[batch, classes, samples]`` instead
+  (MC-dropout passes), as the committee selectors take.
+* ``embeddings``: float ``[batch, dim]`` penultimate-layer features when the policy's
+  ``needs_embeddings`` is True, else ``None``.
+* ``keys``: one stable string id per item.
+* ``Selection.selected``: bool ``[batch]``; ``Selection.probability``: float64
+  ``[batch]``, the probability that the item was selected given the policy's state
+  before it (in ``(0, 1]`` for selected items: the inverse-propensity weight of its
+  label); ``Selection.reason``: one string per item, ``""`` when not selected.
+
+Any strategy that fits these two verbs, a foreign library's included, runs in
+``activestream simulate`` and ``compare`` next to ours: pass an instance to
+:func:`activestream.simulation.engine.simulate`. Ours is :class:`BudgetPolicy`, the
+same selector and budget manager objects that the streaming selector worker runs.
+
+>>> from activestream.selectors import AdaptiveBudget, make_selector
+>>> policy = BudgetPolicy(make_selector("margin"), AdaptiveBudget(0.5, window=4))
+>>> probs = np.array([[0.9, 0.1], [0.5, 0.5], [0.6, 0.4], [0.99, 0.01]])
+>>> keys = ["a", "b", "c", "d"]
+>>> s = policy.select(probs, None, keys)
+>>> int(s.selected.sum()), s.probability.shape
+(2, (4,))
+>>> policy.commit(probs, None, keys, s)
+>>> policy.budget.seen_
+4
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from activestream.selectors import AdaptiveBudget, BudgetManager, Selector, make_selector
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a policy chose for one batch; every array is ``[batch]``."""
+
+    selected: np.ndarray
+    probability: np.ndarray
+    reason: tuple[str, ...]
+
+
+@runtime_checkable
+class SelectionPolicy(Protocol):
+    """Pure ``select`` then ``commit`` for every batch, in stream order."""
+
+    name: str
+    needs_samples: bool
+    needs_embeddings: bool
+
+    def select(self, probs: np.ndarray, embeddings: np.ndarray | None, keys: Sequence[str]) -> Selection: ...
+
+    def commit(self, probs: np.ndarray, embeddings: np.ndarray | None, keys: Sequence[str],
+               selection: Selection) -> None: ...
+
+
+class BudgetPolicy:
+    """A core selector scores, a core budget manager decides: the streaming selector's pair."""
+
+    needs_embeddings = False
+
+    def __init__(self, selector: Selector, budget: BudgetManager, name: str | None = None):
+        self.selector = selector
+        self.budget = budget
+        self.name = name or selector.name
+        self.needs_samples = bool(getattr(selector, "needs_samples", False))
+
+    def select(self, probs, embeddings, keys) -> Selection:
+        decision = self.budget.query(self.selector.score(probs), list(keys))
+        return Selection(decision.selected, decision.probability, decision.reason)
+
+    def commit(self, probs, embeddings, keys, selection: Selection) -> None:
+        # Scoring and query are pure, so asking again gives the decision select saw
+        # (with everything the budget keeps in it, such as the classes for quotas).
+        scores = self.selector.score(probs)
+        self.budget.update(scores, self.budget.query(scores, list(keys)))
+
+
+class LabelEverything:
+    """Every item gets a label (probability 1): the upper bound, and the self-training arm."""
+
+    name = "all"
+    needs_samples = False
+    needs_embeddings = False
+
+    def select(self, probs, embeddings, keys) -> Selection:
+        n = len(keys)
+        return Selection(np.ones(n, dtype=bool), np.ones(n), ("all",) * n)
+
+    def commit(self, probs, embeddings, keys, selection: Selection) -> None:
+        """Nothing to remember."""
+
+
+class LabelNothing:
+    """No item gets a label: the seed model as it is."""
+
+    name = "none"
+    needs_samples = False
+    needs_embeddings = False
+
+    def select(self, probs, embeddings, keys) -> Selection:
+        n = len(keys)
+        return Selection(np.zeros(n, dtype=bool), np.zeros(n), ("",) * n)
+
+    def commit(self, probs, embeddings, keys, selection: Selection) -> None:
+        """Nothing to remember."""
+
+
+def make_policy(strategy: str, *, budget: float, window: int = 1000, audit_share: float = 0.1,
+                seed: int = 0) -> SelectionPolicy:
+    """Our policy for a strategy name: ``all``, ``none`` or any selector name (random included)."""
+    if strategy == "all":
+        return LabelEverything()
+    if strategy == "none":
+        return LabelNothing()
+    kwargs = {"seed": seed} if strategy == "random" else {}
+    return BudgetPolicy(make_selector(strategy, **kwargs),
+                        AdaptiveBudget(budget, window=window, audit_share=audit_share, seed=seed), strategy)

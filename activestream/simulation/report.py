@@ -1,0 +1,157 @@
+"""Outputs of ``simulate`` and ``compare``: JSON record, PNG learning curves, Markdown tables.
+
+A learning curve is test accuracy against human labels spent on the stream (seed labels
+not counted: every arm gets the same seed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from activestream.simulation.engine import labels_to_reach
+
+
+def curve(record: dict) -> list[tuple[float, float]]:
+    return [(c["labels"], c["test_accuracy"]) for c in record["checkpoints"]]
+
+
+def auc(points: list[tuple[float, float]], upto: float) -> float:
+    """Mean accuracy over labels ``[0, upto]`` (area under the curve / ``upto``), step-held past the end."""
+    if upto <= 0 or not points:
+        return math.nan
+    xs = np.array([p[0] for p in points], dtype=float)
+    ys = np.array([p[1] for p in points], dtype=float)
+    grid = np.linspace(0.0, upto, 201)
+    return float(np.interp(grid, xs, ys).mean())
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=1, sort_keys=True, default=_plain) + "\n")
+
+
+def _plain(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def run_table(record: dict) -> str:
+    """Markdown: one row per checkpoint with the three accuracy estimates beside the truth."""
+    rows = ["| images | labels | pseudo | version | test accuracy | audit (95% CI) | IPW | naive (queried) |",
+            "| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+    for c in record["checkpoints"]:
+        a, i, n = c.get("audit"), c.get("ipw"), c.get("naive")
+        audit = f"{a['value']:.3f} [{a['low']:.3f}, {a['high']:.3f}] n={a['n']}" if a and a["n"] else "-"
+        rows.append(f"| {c['images']} | {c['labels']} | {c['pseudo']} | {c['version']} | {c['test_accuracy']:.4f} "
+                    f"| {audit} | {_val(i)} | {_val(n)} |")
+    s = record
+    head = (f"final test accuracy {s['final_accuracy']:.4f}; {s['labels']} human labels, {s['pseudo_labels']} "
+            f"pseudo-labels (precision {s['pseudo_precision']:.3f}); requests per {s['config']['window']} images: "
+            f"{_spread(s['window_requests'])} against {s['window_target']:.0f}; audit interval covered the truth "
+            f"at {s['audit_coverage']:.0%} of checkpoints")
+    return head + "\n\n" + "\n".join(rows) + "\n"
+
+
+def _val(e) -> str:
+    return f"{e['value']:.3f}" if e and e["n"] else "-"
+
+
+def _spread(values: list[int]) -> str:
+    return f"{min(values)}-{max(values)}" if values else "-"
+
+
+def plot(records_by_arm: dict[str, list[dict]], path: Path, title: str) -> None:
+    """Mean test accuracy against labels spent, one line per arm, a band of +-1 std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    budgeted = [r["labels"] for recs in records_by_arm.values() for r in recs if r["policy"] != "all"]
+    right = max(budgeted) if budgeted and max(budgeted) > 0 else max(r["labels"] for recs in records_by_arm.values()
+                                                                        for r in recs)
+    grid = np.linspace(0, right, 101)
+    for arm, recs in records_by_arm.items():
+        ys = np.array([np.interp(grid, *zip(*curve(r))) for r in recs])
+        mean = ys.mean(axis=0)
+        line, = ax.plot(grid, mean, label=arm)
+        if len(recs) > 1:
+            ax.fill_between(grid, mean - ys.std(axis=0), mean + ys.std(axis=0), color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("human labels spent on the stream")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_run(record: dict, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "run.json", "png": out / "curve.png", "md": out / "run.md"}
+    write_json(paths["json"], record)
+    c = record["config"]
+    plot({record["policy"]: [record]}, paths["png"], f"{c['scenario']} {c['dataset']}, seed {c['seed']}")
+    paths["md"].write_text(run_table(record))
+    return paths
+
+
+def compare_summary(records: dict[str, list[dict]], baseline: str = "random", target: float | None = None) -> dict:
+    """Per arm, over seeds: labels to reach the target, final accuracy, AUC (mean and std).
+
+    The target defaults to the baseline's final accuracy in the same seed (paired), and
+    the AUC runs over ``[0, baseline's labels]`` so arms are measured on the same range.
+    """
+    base = {r["config"]["seed"]: r for r in records.get(baseline, [])}
+    summary = {}
+    for arm, recs in records.items():
+        rows = []
+        for r in recs:
+            ref = base.get(r["config"]["seed"])
+            goal = target if target is not None else (ref["final_accuracy"] if ref else math.nan)
+            upto = ref["labels"] if ref else r["labels"]
+            need = labels_to_reach(curve(r), goal) if not math.isnan(goal) else math.nan
+            ref_need = labels_to_reach(curve(ref), goal) if ref and not math.isnan(goal) else math.nan
+            rows.append({"seed": r["config"]["seed"], "target": goal, "labels_to_target": need,
+                         "ratio_to_baseline": need / ref_need if ref_need and ref_need > 0 else math.nan,
+                         "final_accuracy": r["final_accuracy"], "auc": auc(curve(r), upto),
+                         "labels": r["labels"], "pseudo_labels": r["pseudo_labels"],
+                         "pseudo_precision": r["pseudo_precision"], "window_worst": r["window_worst"],
+                         "audit_coverage": r["audit_coverage"]})
+        summary[arm] = {"seeds": rows, **{k: _stats([row[k] for row in rows]) for k in (
+            "labels_to_target", "ratio_to_baseline", "final_accuracy", "auc", "labels", "pseudo_precision",
+            "window_worst", "audit_coverage")}}
+    return summary
+
+
+def _stats(values: list[float]) -> dict:
+    v = np.array([x for x in values if x is not None and not math.isnan(x)], dtype=float)
+    if v.size == 0:
+        return {"mean": math.nan, "std": math.nan, "n": 0}
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "n": int(v.size)}
+
+
+def compare_table(summary: dict) -> str:
+    rows = ["| arm | labels to target | / baseline's | final accuracy | AUC | human labels | pseudo precision "
+            "| worst window vs target | audit CI coverage |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for arm, s in summary.items():
+        reached = f" ({s['labels_to_target']['n']}/{len(s['seeds'])} reached)"
+        rows.append(f"| {arm} | {_pm(s['labels_to_target'], 0)}{reached} | {_pm(s['ratio_to_baseline'], 2)} "
+                    f"| {_pm(s['final_accuracy'], 4)} | {_pm(s['auc'], 4)} | {_pm(s['labels'], 0)} "
+                    f"| {_pm(s['pseudo_precision'], 3)} | {_pm(s['window_worst'], 3)} | {_pm(s['audit_coverage'], 2)} |")
+    return "\n".join(rows) + "\n"
+
+
+def _pm(s: dict, digits: int) -> str:
+    if not s["n"]:
+        return "-"
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
