@@ -1,0 +1,95 @@
+"""``activestream label ...``: the labeling service and its tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import sys
+import time
+
+from activestream.config import Settings
+
+COMMON = {
+    "--home": (str, "folder of the store, blobs and models (ACTIVESTREAM_HOME)"),
+    "--store-url": (str, "SQLAlchemy URL of the store (ACTIVESTREAM_STORE_URL)"),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``label`` subcommands; each parser sets ``handler`` (args -> exit code)."""
+    label = sub.add_parser("label", help="the labeling service and its tools").add_subparsers(dest="label_command",
+                                                                                              required=True)
+    serve = label.add_parser("serve", help="serve the labeling page and API on 127.0.0.1, consuming labeling.requests")
+    _common(serve)
+    serve.add_argument("--port", type=int, help="port on 127.0.0.1 (ACTIVESTREAM_LABEL_PORT)")
+    serve.add_argument("--bootstrap", type=str, help="Kafka bootstrap servers of the running loop (ACTIVESTREAM_BOOTSTRAP)")
+    serve.set_defaults(handler=run_serve)
+
+    token = label.add_parser("token", help="labeler tokens").add_subparsers(dest="token_command", required=True)
+    create = token.add_parser("create", help="create a labeler (or replace their token) and print the token once")
+    _common(create)
+    create.add_argument("name", help="labeler name: 1-64 of A-Z a-z 0-9 . _ -")
+    create.set_defaults(handler=run_token_create)
+
+    gold = label.add_parser("gold", help="add gold items (known answers) from a trusted labeler's labels")
+    _common(gold)
+    gold.add_argument("--from-labeler", required=True, help="whose stored labels are the known answers (e.g. seed)")
+    gold.add_argument("--count", type=int, default=100, help="how many gold items to add (default 100)")
+    gold.set_defaults(handler=run_gold)
+
+    from activestream.labeling.studio_cli import register as label_studio
+
+    label_studio(label)  # export, import, studio-connect
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    for flag, (kind, text) in COMMON.items():
+        p.add_argument(flag, type=kind, help=text)
+
+
+def settings_from(args: argparse.Namespace, **extra) -> Settings:
+    names = {"home": "home", "store_url": "store_url", "port": "label_port", "bootstrap": "bootstrap"}
+    overrides = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg, None) is not None}
+    return Settings(**overrides, **extra)
+
+
+def _service(args: argparse.Namespace):
+    from activestream.labeling.service import LabelingService, MemorySink
+
+    return LabelingService.open(settings_from(args), MemorySink())
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from activestream.labeling.server import serve
+
+    settings = settings_from(args)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("aiokafka", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def run_token_create(args: argparse.Namespace) -> int:
+    from activestream.labeling.service import check_name
+
+    name = check_name(args.name)
+    service = _service(args)
+    token = secrets.token_urlsafe(32)
+    service.queue.set_token(name, token, now=time.time())
+    service.close()
+    print(token)
+    print(f"token for labeler {name!r} (shown once; only its sha256 is stored)", file=sys.stderr)
+    return 0
+
+
+def run_gold(args: argparse.Namespace) -> int:
+    from activestream.labeling.gold import add_gold
+
+    service = _service(args)
+    added = add_gold(service, args.from_labeler, args.count, seed=service.settings.seed)
+    service.close()
+    print(f"added {added} gold items from {args.from_labeler!r}'s labels")
+    return 0

@@ -1,0 +1,99 @@
+"""Label Studio's ML-backend protocol, served under ``/ml-backend`` of the labeling app.
+
+Label Studio calls ``GET /health``, ``POST /setup`` (its project, labeling config,
+address and an API token), ``POST /predict`` (tasks; we answer with the serving
+version's guesses) and ``POST /webhook`` (project events; annotations become labels
+on ``labels``, by the Label Studio user who made them).
+
+Every endpoint but ``/health`` takes HTTP basic auth: the user name of an activestream
+labeler and that labeler's token (``activestream label token create NAME``) as the
+password, entered as the ML backend's "Basic Auth" in Label Studio. Label Studio
+sends them on ``/setup`` and ``/predict`` itself; for ``/webhook`` they must be an
+``Authorization`` header of the webhook Label Studio creates for the backend, which
+``activestream label studio-connect`` sets (see docs/label-studio.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+from activestream.errors import InvalidInput, NotFound
+from activestream.labeling.studio_backend import StudioBackend, project_id
+from activestream.labeling.studio_client import StudioError
+from activestream.storage.queue import LeaseConflict
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["Label Studio ML backend"])
+basic = HTTPBasic(auto_error=False, description="an activestream labeler name and its token")
+_create = threading.Lock()
+
+
+def backend(request: Request) -> StudioBackend:
+    """The app's ML-backend state, made on first use from ``app.state.service``."""
+    state = request.app.state
+    with _create:
+        if getattr(state, "studio", None) is None:
+            state.studio = StudioBackend(state.service)
+    return state.studio
+
+
+def authenticated(request: Request, creds: Annotated[HTTPBasicCredentials | None, Depends(basic)]) -> str:
+    """The labeler whose name and token came as basic auth; 401 otherwise."""
+    name = creds and request.app.state.service.queue.labeler_for(creds.password)
+    if not name or not secrets.compare_digest(name.encode(), creds.username.encode()):
+        raise HTTPException(401, "HTTP basic auth with an activestream labeler name and its token is required; "
+                                 "set them as the ML backend's Basic Auth in Label Studio",
+                            headers={"WWW-Authenticate": 'Basic realm="activestream"'})
+    return name
+
+
+Backend = Annotated[StudioBackend, Depends(backend)]
+Who = Annotated[str, Depends(authenticated)]
+Payload = Annotated[dict, Body()]
+
+
+@router.get("/health", summary="Liveness, and the version that would predict")
+def health(studio: Backend) -> dict:
+    return {"status": "UP", "model_class": "activestream", "model_version": _version(studio)}
+
+
+@router.post("/setup", summary="Label Studio connects a project")
+def setup(payload: Payload, studio: Backend, who: Who) -> dict:
+    studio.remember(payload)
+    return {"model_version": _version(studio)}
+
+
+@router.post("/predict", summary="Pre-annotations from the serving model version")
+def predict(payload: Payload, studio: Backend, who: Who) -> dict:
+    tasks = payload.get("tasks")
+    if not isinstance(tasks, list):
+        raise HTTPException(422, "the request needs 'tasks': a list of Label Studio tasks")
+    results, version = studio.predict(tasks, project_id(payload.get("project")))
+    return {"results": results, "model_version": str(version)}
+
+
+@router.post("/webhook", summary="Annotation events become labels")
+def webhook(payload: Payload, studio: Backend, who: Who) -> dict:
+    try:
+        label = studio.record_event(payload)
+    except StudioError as e:
+        log.error("Label Studio event %s not recorded: %s", payload.get("action"), e)
+        raise HTTPException(502, str(e)) from e
+    except (InvalidInput, NotFound, LeaseConflict) as e:  # answered 422/404/409 by the app; Label Studio only logs it
+        log.error("Label Studio event %s not recorded: %s", payload.get("action"), e)
+        raise
+    if label is None:
+        return {"status": "ignored", "action": payload.get("action")}
+    return {"status": "recorded", "id": label.item_id, "label": label.label, "labeler": label.labeler}
+
+
+def _version(studio: StudioBackend) -> str | None:
+    version = studio.serving_version()
+    return None if version is None else str(version)
