@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench clean labelstudio browser
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,27 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# Label Studio for the interop tests, in its own venv so its pins never touch ours.
+LS_VENV ?= .venv-labelstudio
+LS_STAMP = $(LS_VENV)/.installed
+
+$(LS_STAMP): constraints-labelstudio.txt
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/python -m pip install --quiet -c constraints-labelstudio.txt label-studio
+	touch $(LS_STAMP)
+
+labelstudio: $(LS_STAMP)
+
+# The labeling page's browser test drives Debian's Chromium (Playwright never downloads a browser).
+browser:
+	@[ -x /usr/bin/chromium ] || { sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -q && $$sudo apt-get install -y -q --no-install-recommends chromium; }
+
 run: install
 	$(BIN)/activestream run $(ARGS)
 
-test: install
+test: install labelstudio browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install

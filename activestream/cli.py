@@ -45,7 +45,17 @@ def parser() -> argparse.ArgumentParser:
                      help="production use: no simulated traffic or labeler; runs until Ctrl-C")
     worker = sub.add_parser("worker", help="run one streaming worker (started by `run`)")
     worker.add_argument("name", choices=("predictor", "selector", "ingest", "learner"))
+    for register in _extensions():
+        register(sub)
     return p
+
+
+def _extensions():
+    """Subcommands that live beside their package; each sets ``handler`` (args -> exit code)."""
+    from activestream.labeling.cli import register as label
+    from activestream.simulation.cli import register as simulate
+
+    return (label, simulate)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -59,6 +69,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    if getattr(args, "handler", None) is not None:
+        try:
+            sys.exit(args.handler(args))
+        except ActivestreamError as e:
+            sys.exit(f"activestream: {e}")
     try:
         settings = settings_from(args)
     except ValidationError as e:

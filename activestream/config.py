@@ -81,6 +81,16 @@ class Settings(BaseSettings):
     rate: float = Field(300.0, description="images per second from the simulated source (0: as fast as possible)")
     seed_size: int = Field(500, description="labeled images the seed model is trained on")
     label_delay: float = Field(0.2, description="seconds the simulated labeler takes per request")
+    pace_learner: bool = Field(True, description="the simulated source pauses while a fine-tuning round is due, so a "
+                                                 "slow machine shows learning too; off: a fixed rate whatever happens")
+
+    # labeling service
+    label_port: int = Field(8090, description="port of `activestream label serve` on 127.0.0.1")
+    label_lease_seconds: float = Field(120.0, gt=0, description="how long an item handed to a labeler stays theirs")
+    label_guesses: Literal["show", "hide", "after"] = Field("after", description="model's top guesses on the page: show, hide, or show after the answer")
+    label_gold_share: float = Field(0.05, ge=0, le=1, description="share of hand-outs drawn from gold items (known answers)")
+    label_second_share: float = Field(0.05, ge=0, le=1, description="share of requests sent to a second labeler for agreement")
+    label_audit_every: int = Field(5, ge=1, description="every n-th item a labeler gets is an audit item when one waits")
 
     # metrics
     metrics_port: int = Field(0, description="first Prometheus port (predictor; others follow); 0 disables")
@@ -109,4 +119,7 @@ class Settings(BaseSettings):
 
 def worker_env(settings: Settings) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if not k.startswith("ACTIVESTREAM_")}
+    # Workers share a few cores with the broker and each other; OpenMP's idle threads
+    # would otherwise spin between forward passes on the cores the event loops need.
+    keep.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return {**keep, **settings.to_env()}

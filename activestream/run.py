@@ -55,9 +55,13 @@ def settled(settings: Settings, res: Resources, observer: Observer, demo: Demo) 
         return False
     if len(seen.labels) < len(seen.requested):
         return False
+    return not round_due(settings, res) and seen.announced and seen.announced[-1]["version"] == _last_promoted(settings, res)
+
+
+def round_due(settings: Settings, res: Resources) -> bool:
+    """Whether enough new labels wait for a fine-tuning round the learner has not finished."""
     latest = res.registry.latest(settings.model_name, status=None)
-    due = res.store.count_labeled() - latest.train_size >= settings.retrain_every
-    return not due and seen.announced and seen.announced[-1]["version"] == _last_promoted(settings, res)
+    return res.store.count_labeled() - latest.train_size >= settings.retrain_every
 
 
 def _last_promoted(settings: Settings, res: Resources) -> int:
@@ -123,7 +127,8 @@ async def _start_simulation(settings: Settings, res: Resources, producer, demo: 
 
     async def source() -> None:
         items = stream_items(dataset, stream_idx, settings.images)
-        await stream_images(producer, settings.topic_images, items, settings.rate, demo.truth, demo.produced)
+        hold = (lambda: asyncio.to_thread(round_due, settings, res)) if settings.pace_learner else None
+        await stream_images(producer, settings.topic_images, items, settings.rate, demo.truth, demo.produced, hold)
         demo.finished = True
 
     return [asyncio.ensure_future(label_forever()), asyncio.ensure_future(source())]
@@ -139,7 +144,8 @@ def main(settings: Settings) -> int:
             loop.add_signal_handler(sig, stop.set)
         with display:
             observer, demo = await run_loop(settings, stop, display)
-        display.summary(settings, observer.seen, demo, Resources(settings).registry)
+        res = Resources(settings).open()
+        display.summary(settings, observer.seen, demo, res.registry, res.store)
 
     asyncio.run(go())
     return 0

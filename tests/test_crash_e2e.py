@@ -21,11 +21,17 @@ def test_predictor_killed_mid_stream_loses_nothing(tmp_path, digits):
 
 async def _crash(settings, digits) -> None:
     async with Harness(settings, digits, workers=("predictor", "selector", "ingest")) as h:
-        s, produced = h.settings, []
+        s, produced, killed = h.settings, [], asyncio.Event()
+
+        async def hold() -> bool:  # half the stream waits for the kill, however slow the machine
+            return len(produced) >= 3000 and not killed.is_set()
+
         items = stream_items(digits, h.stream_idx, 6000)
-        source = asyncio.ensure_future(stream_images(h.producer, s.topic_images, items, 1000, {}, produced))
+        source = asyncio.ensure_future(stream_images(h.producer, s.topic_images, items, 1000, {}, produced,
+                                                     hold=hold, max_hold=240))
         await h.wait_for(lambda: len(h.observer.seen.predicted) >= 500, 90, "first predictions")
         await asyncio.to_thread(h.cluster.kill_worker, "predictor", signal.SIGKILL)
+        killed.set()
         killed_at = len(h.observer.seen.predicted)
         assert not source.done() and killed_at < 6000, "the kill must land mid-stream"
         await asyncio.sleep(1.0)

@@ -295,3 +295,22 @@ def test_storage_imports_no_edge_or_torch_modules():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def test_outcomes_pair_stream_predictions_with_resolved_human_labels(store):
+    store.add_samples([
+        Sample("a", model_version=2, predicted=1, reason="audit", selection_prob=0.01),
+        Sample("b", model_version=2, predicted=0, reason="uncertain", selection_prob=0.5),
+        Sample("seed-1"),  # a seed image: no prediction, no selection
+        Sample("c", model_version=3, predicted=4, reason="uncertain", selection_prob=0.2),
+    ])
+    store.add_labels([
+        Label("a", 1, "ann", created=at(0)), Label("b", 2, "ann", created=at(1)),
+        Label("b", 2, "bob", created=at(2)), Label("b", 0, "cid", created=at(3)),
+        Label("seed-1", 5, "seed", kind="seed", created=at(0)),
+        Label("c", 4, "gold-set", kind="gold", created=at(0)),  # not a human answer to a request
+    ])
+    rows = store.outcomes()
+    assert [(o.sample_id, o.model_version, o.predicted, o.reason, o.label) for o in rows] == [
+        ("a", 2, 1, "audit", 1), ("b", 2, 0, "uncertain", 2)]
+    assert [o.selection_prob for o in rows] == [0.01, 0.5]

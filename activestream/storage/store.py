@@ -104,6 +104,18 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """A selected sample's prediction beside its human label (see :meth:`SampleStore.outcomes`)."""
+
+    sample_id: str
+    model_version: int
+    predicted: int
+    reason: str
+    selection_prob: float
+    label: int
+
+
+@dataclass(frozen=True)
 class Label:
     """One labeler's class for one sample; ``kind`` is "human", "gold" or "seed".
 
@@ -353,6 +365,26 @@ class SampleStore:
             blob[sample_id] = blob_key
         order = sorted(votes, key=lambda s: (min(c for _, c in votes[s]), s))
         return [(s, blob[s], _resolve(votes[s])) for s in order]
+
+    def outcomes(self) -> list[Outcome]:
+        """Every stream-selected sample with a human label: what was predicted, why and with
+        which probability the sample was selected, and its label (majority of labelers).
+
+        The raw material of honest accuracy estimates; ordered by sample id.
+        """
+        query = (
+            select(SAMPLES.c.id, SAMPLES.c.model_version, SAMPLES.c.predicted, SAMPLES.c.reason,
+                   SAMPLES.c.selection_prob, LABELS.c.label, LABELS.c.created)
+            .join(LABELS, LABELS.c.sample_id == SAMPLES.c.id)
+            .where(LABELS.c.kind == "human", SAMPLES.c.predicted.is_not(None),
+                   SAMPLES.c.selection_prob.is_not(None))
+        )
+        votes: dict[str, list[tuple[int, datetime]]] = defaultdict(list)
+        facts: dict[str, tuple] = {}
+        for sample_id, version, predicted, reason, prob, label, created in self._read(query):
+            votes[sample_id].append((label, created))
+            facts[sample_id] = (version, predicted, reason or "", prob)
+        return [Outcome(s, *facts[s], _resolve(votes[s])) for s in sorted(votes)]
 
     def close(self) -> None:
         """Dispose of the engine; the store reconnects if used again."""

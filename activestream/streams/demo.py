@@ -10,7 +10,7 @@ import asyncio
 import base64
 import logging
 import time
-from typing import Iterable, Sequence
+from typing import Awaitable, Callable, Iterable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
@@ -29,8 +29,14 @@ def image_message(item: StreamItem, source: str = "simulator") -> bytes:
 
 
 async def stream_images(producer: AIOKafkaProducer, topic: str, items: Iterable[StreamItem], rate: float,
-                        truth: dict[str, int], produced: list[str] | None = None) -> int:
-    """Produce ``items`` at ``rate`` images/s (0: as fast as possible); returns the count."""
+                        truth: dict[str, int], produced: list[str] | None = None,
+                        hold: Callable[[], Awaitable[bool]] | None = None, max_hold: float = 120.0) -> int:
+    """Produce ``items`` at ``rate`` images/s (0: as fast as possible); returns the count.
+
+    ``hold``, asked every few hundred images, pauses the source while it answers True
+    (for at most ``max_hold`` seconds a pause): the demo's traffic waits for a due
+    fine-tuning round, so learning shows on a slow machine as on a fast one.
+    """
     started, n, pending = time.monotonic(), 0, []
     for item in items:
         truth[item.id] = item.truth
@@ -41,12 +47,25 @@ async def stream_images(producer: AIOKafkaProducer, topic: str, items: Iterable[
         if len(pending) >= 500:
             await asyncio.gather(*pending)
             pending.clear()
+        if hold is not None and n % 250 == 0:
+            started += await _held(hold, max_hold)
         if rate > 0:
             ahead = n / rate - (time.monotonic() - started)
             if ahead > 0.005:
                 await asyncio.sleep(ahead)
     await asyncio.gather(*pending)
     return n
+
+
+async def _held(hold: Callable[[], Awaitable[bool]], max_hold: float) -> float:
+    """Wait while ``hold()`` is true; return the seconds waited."""
+    began = time.monotonic()
+    while await hold():
+        if time.monotonic() - began > max_hold:
+            log.warning("source held for %.0f s; going on", max_hold)
+            break
+        await asyncio.sleep(0.25)
+    return time.monotonic() - began
 
 
 class SimulatedLabeler:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Sequence
 
 from aiokafka.structs import ConsumerRecord
@@ -12,8 +13,11 @@ from activestream.errors import InvalidInput
 from activestream.storage.registry import ModelRegistry
 from activestream.storage.store import Label, SampleStore
 from activestream.streams import metrics
+from activestream.streams.accuracy import by_version
 from activestream.streams.messages import LabelV1, parse
 from activestream.streams.stage import DeadLetters, Output
+
+ESTIMATE_EVERY = 10.0  # seconds between refreshes of the live-accuracy gauges (one store query each)
 
 
 class IngestHandler:
@@ -23,6 +27,7 @@ class IngestHandler:
         self.store = store
         self.registry = registry
         self.dead = DeadLetters(settings.topic_deadletter, "ingest")
+        self._estimated = 0.0
 
     def num_classes(self) -> int | None:
         latest = self.registry.latest(self.settings.model_name, status=None)
@@ -44,7 +49,17 @@ class IngestHandler:
             await asyncio.to_thread(self.store.add_labels, labels)
             for label in labels:
                 metrics.LABELS.labels(label.kind).inc()
+            if time.monotonic() - self._estimated >= ESTIMATE_EVERY:
+                self._estimated = time.monotonic()
+                await asyncio.to_thread(self._export_estimates)
         return outputs
+
+    def _export_estimates(self) -> None:
+        for version, methods in by_version(self.store.outcomes()).items():
+            for method, est in methods.items():
+                if est.n:
+                    for bound in ("value", "low", "high"):
+                        metrics.LIVE_ACCURACY.labels(str(version), method, bound).set(getattr(est, bound))
 
     def committed(self) -> None:
         pass

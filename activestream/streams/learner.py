@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from activestream.config import Settings
 from activestream.errors import InvalidInput
-from activestream.learners.incremental import retrain
+from activestream.learners.incremental import LearnerPolicy
 from activestream.learners.preprocess import decode_image
 from activestream.learners.training import TrainConfig
 from activestream.learners.classifier import state_arrays
@@ -48,12 +48,15 @@ class Learner:
         self.blobs = blobs
         self.registry = registry
         self.eval_sets = eval_sets or {}
+        self.policy = LearnerPolicy(settings.retrain_every, settings.holdout, settings.promote_tolerance,
+                                    TrainConfig(epochs=settings.epochs, learning_rate=settings.learning_rate,
+                                                seed=settings.seed))
 
     def due(self) -> bool:
         latest = self.registry.latest(self.settings.model_name, status=None)
         if latest is None:
             return False  # nothing to fine-tune yet: a seed version must be registered first
-        return self.store.count_labeled() - latest.train_size >= self.settings.retrain_every
+        return self.policy.due(self.store.count_labeled(), latest.train_size)
 
     def train_round(self) -> ModelVersion:
         s = self.settings
@@ -61,9 +64,7 @@ class Learner:
         serving = load_classifier(self.registry, s.model_name, serving_meta.version, s.device)
         ids, images, labels = self._labeled(serving.spec)
         started = time.perf_counter()
-        result = retrain(serving, ids, images, labels, holdout=s.holdout, tolerance=s.promote_tolerance,
-                         config=TrainConfig(epochs=s.epochs, learning_rate=s.learning_rate, seed=s.seed),
-                         eval_sets=self.eval_sets)
+        result = self.policy.run(serving, ids, images, labels, eval_sets=self.eval_sets)
         metrics.TRAIN_SECONDS.observe(time.perf_counter() - started)
         meta = self.registry.register(
             s.model_name, state_arrays(result.model.model), spec=serving.spec.to_dict(), parent=serving_meta.version,

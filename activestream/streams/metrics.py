@@ -22,6 +22,9 @@ SCORED = Counter("activestream_scored_total", "Items scored by the selector")
 THRESHOLD = Gauge("activestream_selection_threshold", "Current selection score threshold")
 LABELS = Counter("activestream_labels_total", "Labels persisted", ["kind"])
 VERSIONS = Counter("activestream_versions_total", "Model versions trained", ["status"])
+LIVE_ACCURACY = Gauge("activestream_live_accuracy", "A version's accuracy on live traffic estimated from human labels "
+                      "(method: audit, ipw or naive; bound: value, low or high of the 95% interval)",
+                      ["version", "method", "bound"])
 ACCURACY = Gauge("activestream_model_accuracy", "Accuracy of a version on an evaluation set", ["model", "version", "set"])
 TRAIN_SECONDS = Histogram("activestream_train_seconds", "Time to fine-tune a version",
                           buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600))

@@ -130,7 +130,7 @@ class SelectorHandler:
                 id=msg.id, uri=f"blob:{msg.id}" if msg.image is not None else msg.uri,
                 reason=decision.reason[i], score=float(scores[i]), probability=float(decision.probability[i]),
                 model=msg.model, version=msg.version, top=[(int(c), float(msg.probs[c])) for c in top],
-                priority=float(scores[i]), ts=now,
+                priority=float(decision.priority[i]), ts=now,
             )
             outputs.append(Output(self.settings.topic_requests, msg.id.encode(), request.encode()))
         return outputs
