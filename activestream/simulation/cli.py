@@ -8,9 +8,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from activestream.config import default_data_dir
-from activestream.simulation.engine import SimConfig, simulate
-from activestream.simulation.report import compare_summary, compare_table, plot, write_json, write_run
+
+if TYPE_CHECKING:  # the engine imports torch: loaded when a simulation runs, not for --help
+    from activestream.simulation.engine import SimConfig
 
 _FLAGS = {  # flag -> (SimConfig field, type, help)
     "--scenario": (str, "iid, class-incremental, rotate, contrast or mnist-usps"),
@@ -69,6 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def config_from(args: argparse.Namespace, **extra) -> SimConfig:
     values = {f.lstrip("-").replace("-", "_"): getattr(args, f.lstrip("-").replace("-", "_")) for f in _FLAGS}
     values.update(extra)
+    from activestream.simulation.engine import SimConfig
+
     if values.get("data_dir") is None:
         import os
 
@@ -97,6 +102,9 @@ def _progress(enabled: bool, total: int, what: str):
 
 
 def run_simulate(args: argparse.Namespace) -> int:
+    from activestream.simulation.engine import simulate
+    from activestream.simulation.report import write_run
+
     _threads(args.threads)
     config = config_from(args, **{k: v for k, v in (("strategy", args.strategy), ("seed", args.seed)) if v is not None})
     bar, advance = _progress(args.progress, config.images, f"simulate {config.scenario}/{config.strategy}")
@@ -129,12 +137,17 @@ def arm_config(base: SimConfig, arm: str, seed: int) -> SimConfig:
 
 
 def _one(job: tuple[SimConfig, int]) -> dict:
+    from activestream.simulation.engine import simulate
+
     config, threads = job
     _threads(threads)
     return simulate(config)
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from activestream.simulation.engine import simulate
+    from activestream.simulation.report import compare_summary, compare_table, plot, write_json
+
     _threads(args.threads)
     base = config_from(args)
     arms = arms_of(args.arms)
