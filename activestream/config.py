@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     budget: float = Field(0.05, gt=0, le=1, description="share of traffic sent to labelers")
     budget_window: int = 1000
     audit_share: float = Field(0.1, ge=0, le=1, description="share of the budget spent on uniformly random audit items")
+    budget_cap: int = Field(0, ge=0, description="hard cap on requests per budget window; 0: none beyond the budget's band")
+    class_quota: float = Field(0.0, ge=0, le=1, description="largest share of a window's uncertainty picks one predicted class may take; 0: no quotas")
     seed: int = 0
 
     # learner

@@ -53,7 +53,8 @@ class SelectorHandler:
         self.blobs = blobs
         self.scorer = make_selector(settings.strategy)
         self.budget = AdaptiveBudget(settings.budget, window=settings.budget_window,
-                                     audit_share=settings.audit_share, seed=settings.seed)
+                                     audit_share=settings.audit_share, seed=settings.seed,
+                                     cap=settings.budget_cap or None, quotas=settings.class_quota or None)
         self.dead = DeadLetters(settings.topic_deadletter, "selector")
         self.recent = RecentIds()
         self._pending = None
@@ -78,7 +79,8 @@ class SelectorHandler:
             outputs.extend(self.dead.output(r, err) for r, err in dead)
             probs = np.array([m.probs for _, m in items], dtype=np.float64).reshape(len(items), -1)
         scores = self.scorer.score(probs) if items else np.zeros(0)
-        decision = self.budget.query(scores, [m.id for _, m in items])
+        classes = probs.argmax(axis=1) if self.budget.quotas is not None else None
+        decision = self.budget.query(scores, [m.id for _, m in items], classes=classes)
         chosen = [(items[i][1], i) for i in np.flatnonzero(decision.selected)]
         if chosen:
             await asyncio.to_thread(self._persist, chosen, scores, decision)
