@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -58,12 +58,29 @@ class Settings(BaseSettings):
     inline_image_max: int = Field(65536, description="images up to this size ride inline in predictions; larger ones by reference")
 
     # selector
-    strategy: str = Field("margin", description="least_confidence, margin, entropy, random ...")
+    strategy: str = Field("margin", description="least_confidence, margin, entropy or random")
     budget: float = Field(0.05, gt=0, le=1, description="share of traffic sent to labelers")
     budget_window: int = 1000
     audit_share: float = Field(0.1, ge=0, le=1, description="share of the budget spent on uniformly random audit items")
-    budget_cap: int = Field(0, ge=0, description="hard cap on requests per budget window; 0: none beyond the budget's band")
-    class_quota: float = Field(0.0, ge=0, le=1, description="largest share of a window's uncertainty picks one predicted class may take; 0: no quotas")
+    budget_cap: int = Field(0, ge=0, description="hard cap on requests per budget window, at least its target; 0: none beyond the budget's band")
+    class_quota: float = Field(0.0, ge=0, le=1, description="largest share of a window's target one predicted class may take; 0: no quotas")
+
+    @field_validator("strategy")
+    @classmethod
+    def _one_prediction_strategy(cls, name: str) -> str:
+        # The streaming selector sees one probability vector per image: committee and
+        # MC-dropout scores (bald ...) need several passes and run in the simulator only.
+        from activestream.errors import InvalidInput
+        from activestream.selectors import make_selector
+
+        try:
+            selector = make_selector(name)
+        except InvalidInput as e:
+            raise ValueError(str(e)) from e
+        if selector.needs_samples:
+            raise ValueError(f"strategy {name!r} needs several model passes per image; "
+                             "the selector worker takes least_confidence, margin, entropy or random")
+        return name
     seed: int = 0
 
     # learner

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections import Counter
 
 import numpy as np
+import pytest
 from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
 
 from activestream.storage.blobs import BlobStore
 from activestream.storage.store import SampleStore
@@ -58,3 +61,35 @@ def test_class_quota_setting_spreads_picks_across_predicted_classes(tmp_path):
 def test_budget_cap_setting_bounds_every_window(tmp_path):
     picked = picked_classes(tmp_path, budget_cap=80)
     assert sum(picked.values()) <= 80 * 3
+
+
+def prediction(i: int, probs: list[float]) -> ConsumerRecord:
+    msg = PredictionV1(id=f"p-{i}", model="m", version=1, label=0, confidence=0.5, probs=probs,
+                       scores={}, uri=f"s3://bucket/{i}.png", ts=0.0, predicted_at=0.0)
+    return ConsumerRecord("predictions", 0, i, 0, 0, None, msg.encode(), None, 0, 0, [])
+
+
+def test_bad_probability_rows_are_dead_lettered_and_the_rest_decided(tmp_path):
+    store = SampleStore("sqlite://")
+    store.create_schema()
+    handler = SelectorHandler(make_settings(tmp_path, budget=1.0), store, BlobStore(tmp_path / "blobs"))
+    negative = [-0.1, 0.6, 0.5]
+    # every row bad: nothing to decide, nothing raised
+    out = asyncio.run(handler.handle([prediction(i, negative) for i in range(3)]))
+    assert [o.topic for o in out] == ["deadletter"] * 3
+    handler.committed()
+    # ragged rows: the odd widths go to deadletter, the batch's width is decided
+    rows = [[0.2, 0.3, 0.5]] * 4 + [[0.5, 0.5], [0.1, 0.1, 0.1, 0.7], negative]
+    out = asyncio.run(handler.handle([prediction(10 + i, p) for i, p in enumerate(rows)]))
+    handler.committed()
+    dead = [json.loads(o.value) for o in out if o.topic == "deadletter"]
+    assert sorted(d["offset"] for d in dead) == [14, 15, 16]
+    assert all(d["error_kind"] == "bad_probs" for d in dead)
+    assert sorted(o.key for o in out if o.topic == "labeling.requests") == [b"p-10", b"p-11", b"p-12", b"p-13"]
+
+
+def test_the_worker_refuses_strategies_that_need_several_passes(tmp_path):
+    with pytest.raises(ValidationError, match="several model passes"):
+        make_settings(tmp_path, strategy="bald")
+    with pytest.raises(ValidationError, match="unknown selector"):
+        make_settings(tmp_path, strategy="smallest_margin")

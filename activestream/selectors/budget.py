@@ -42,8 +42,9 @@ class AdaptiveBudget:
     1. **Cap**: when the window ending at this item already holds ``cap``
        picks (default and at most: the band's top,
        ``floor(1.1 * fraction * window)``), the item is not picked, not even
-       as an audit (probability 0).
-    2. **Audit**: with probability ``q = audit_share * fraction`` (a keyed coin,
+       as an audit (probability 0). A cap below ``fraction * window`` moves the
+       target to ``cap / (1 + tolerance)``, so picks still follow the scores.
+    2. **Audit**: with probability ``q = audit_share * target / window`` (a keyed coin,
        independent of the score) the item is an audit pick. Audits are never
        refused below the cap, so they are a uniform random sample of the
        traffic for unbiased accuracy estimates; they count towards the spend.

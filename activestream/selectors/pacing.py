@@ -59,10 +59,16 @@ class Pacing:
         upper = math.floor(target * (1 + tolerance) + EPS)
         if lower > upper:  # no whole number within tolerance: aim for the nearest ones
             lower, upper = math.floor(target), math.ceil(target)
-        if cap is not None:
-            upper = min(upper, int(cap))
+        if cap is not None and cap < upper:
+            upper = int(cap)
+            if cap < target:
+                # Below the target, pacing against the cap would catch up on every item
+                # whatever its score: aim under the cap instead, so there is still room
+                # to choose by score and to take audits.
+                target = upper / (1 + tolerance)
+                lower = math.ceil(target * (1 - tolerance) - EPS)
             lower = min(lower, upper)
-        return cls(window, target, lower, upper, audit_share * fraction, max(1, window // 10))
+        return cls(window, target, lower, upper, audit_share * target / window, max(1, window // 10))
 
     def rate(self, base: float, leaving: float) -> tuple[float, bool, bool]:
         """``(r, must, full)`` for an item whose window already holds ``base`` picks.

@@ -68,6 +68,13 @@ class PredictionV1(Message):
     ts: float = Field(description="the image's timestamp")
     predicted_at: float
 
+    @model_validator(mode="after")
+    def _one_image(self) -> "PredictionV1":
+        if (self.image is None) == (self.uri is None):
+            raise ValueError("exactly one of 'image' (base64 bytes) or 'uri' is required, "
+                             "so a selected image can be shown to labelers")
+        return self
+
 
 class LabelRequestV1(Message):
     """``labeling.requests``: an image worth a human label, and why."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -74,11 +74,13 @@ class SelectorHandler:
         items = list(fresh.values())
         try:
             probs = validate_probs(np.array([m.probs for _, m in items], dtype=np.float64))
-        except InvalidInput as e:  # one bad row spoils the matrix: fall back to row by row
+        except (InvalidInput, ValueError):  # one bad or ragged row spoils the matrix: row by row
             items, dead = self._valid_rows(items)
             outputs.extend(self.dead.output(r, err) for r, err in dead)
-            probs = np.array([m.probs for _, m in items], dtype=np.float64).reshape(len(items), -1)
-        scores = self.scorer.score(probs) if items else np.zeros(0)
+            if not items:
+                return outputs
+            probs = np.array([m.probs for _, m in items], dtype=np.float64)
+        scores = self.scorer.score(probs)
         classes = probs.argmax(axis=1) if self.budget.quotas is not None else None
         decision = self.budget.query(scores, [m.id for _, m in items], classes=classes)
         chosen = [(items[i][1], i) for i in np.flatnonzero(decision.selected)]
@@ -103,13 +105,20 @@ class SelectorHandler:
                 metrics.SELECTED.labels(reason).inc()
 
     def _valid_rows(self, items: list) -> tuple[list, list]:
+        """Rows that are valid alone and as wide as most of the batch; the rest with their errors."""
         good, dead = [], []
         for record, msg in items:
             try:
                 validate_probs(np.array([msg.probs], dtype=np.float64))
                 good.append((record, msg))
-            except InvalidInput as e:
-                dead.append((record, e))
+            except (InvalidInput, ValueError) as e:
+                dead.append((record, e if isinstance(e, InvalidInput) else InvalidInput("bad_probs", str(e))))
+        if good:
+            width = Counter(len(m.probs) for _, m in good).most_common(1)[0][0]
+            dead += [(r, InvalidInput("bad_probs", f"{len(m.probs)} class probabilities, the batch's "
+                                                   f"predictions have {width}"))
+                     for r, m in good if len(m.probs) != width]
+            good = [(r, m) for r, m in good if len(m.probs) == width]
         return good, dead
 
     def _persist(self, chosen: list, scores: np.ndarray, decision) -> None:
