@@ -64,6 +64,7 @@ def work(service: LabelingService, who: str, log: Log, start: threading.Barrier,
         n = 0
         while (item := service.next_item(who)) is not None:
             log.add("lease", item.id, who)
+            service.image_png(item.id)        # what the page does while the item is held
             log.add("release", item.id, who)
             if who == ACTIVE[0] and n % 5 == 1:  # one labeler skips some: others still cover every item
                 service.skip(item.id, who)

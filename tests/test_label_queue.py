@@ -142,6 +142,34 @@ def test_gold_items_are_answered_once_per_labeler_and_never_done(tmp_path):
     assert q.depth(now=3)["done"] == 0                  # gold items never count as queue work
 
 
+def test_a_gold_answer_cannot_be_corrected_after_undo(tmp_path):
+    q = make_queue(tmp_path, gold_share=1.0, seed=0)
+    q.add([item(1, gold=2, lane="gold")], now=0)
+    assert q.lease("ann", now=1).id == "i1"
+    q.answer("i1", "ann", 0, now=2)                     # wrong
+    assert q.undo("ann", now=3).id == "i1"              # the page cannot tell gold from work, so undo works
+    assert not q.answer("i1", "ann", 2, now=4).changed  # but the first answer is what measures ann
+    assert [(a["labeler"], a["label"]) for a in q.answers()] == [("ann", 0)]
+
+
+def test_two_processes_answering_at_once_give_one_label(tmp_path, monkeypatch):
+    """SQLite reads outside the write lock: the answer's UPDATE must re-check, not trust its read."""
+    ann_q, bob_q = make_queue(tmp_path), make_queue(tmp_path)
+    ann_q.add([item(1)], now=0)
+    check = LabelQueue._check_free
+
+    def bob_answers_in_between(item_row, labeler, now):
+        check(item_row, labeler, now)
+        if labeler == "ann":
+            bob_q.answer("i1", "bob", 1, now=now)       # another process, between ann's read and write
+
+    monkeypatch.setattr(LabelQueue, "_check_free", staticmethod(bob_answers_in_between))
+    with pytest.raises(LeaseConflict):
+        ann_q.answer("i1", "ann", 2, now=1)
+    assert [(a["labeler"], a["label"]) for a in ann_q.answers()] == [("bob", 1)]
+    assert ann_q.depth(now=2) == {"waiting": 0, "leased": 0, "done": 1}
+
+
 def test_tokens_are_stored_hashed(tmp_path):
     q = make_queue(tmp_path)
     q.set_token("ann", "s3cret-token", now=0)

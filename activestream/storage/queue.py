@@ -41,7 +41,6 @@ __all__ = ["LabelQueue", "QueueItem", "Answer", "LeaseConflict", "queue_metadata
            "LABELERS"]
 
 LANES = ("normal", "audit", "gold")
-OUTCOMES = ("labeled", "skipped", "unsure")
 CANDIDATES = 16
 ANALYZE_AFTER = 200
 
@@ -258,7 +257,9 @@ class LabelQueue:
             release = update(ITEMS).where(ITEMS.c.id == item_id, ITEMS.c.holder == labeler)
             if prior is not None and prior.outcome == "labeled":
                 conn.execute(release.values(holder=None, until=None))
-                if prior.label == label:
+                # A gold item's first answer is the one that measures the labeler: a
+                # correction (after undo) must not let anyone repair their own score.
+                if prior.label == label or gold:
                     return Answer(False, gold)
                 conn.execute(update(ANSWERS).where(*where).values(label=label, created=self._stamp(conn, labeler, now)))
                 return Answer(True, gold)
@@ -268,8 +269,12 @@ class LabelQueue:
                 conn.execute(insert(ANSWERS).values(item_id=item_id, labeler=labeler, **values))
             else:
                 conn.execute(update(ANSWERS).where(*where).values(**values))
-            conn.execute(update(ITEMS).where(ITEMS.c.id == item_id)
-                         .values(labeled=item.labeled + (0 if gold else 1), holder=None, until=None))
+            # Re-checked in the UPDATE itself: SQLite reads outside the write lock, so a
+            # concurrent answer may have taken the last wanted label since the read above.
+            claimed = conn.execute(update(ITEMS).where(ITEMS.c.id == item_id, _unfinished(), self._free_for(labeler, now))
+                                   .values(labeled=ITEMS.c.labeled + (0 if gold else 1), holder=None, until=None))
+            if claimed.rowcount != 1:
+                raise LeaseConflict(f"item {item_id!r} was taken by another labeler meanwhile")
         return Answer(True, gold)
 
     def skip(self, item_id: str, labeler: str, now: float, unsure: bool = False) -> None:
@@ -285,7 +290,10 @@ class LabelQueue:
             conn.execute(insert(ANSWERS).values(item_id=item_id, labeler=labeler, label=None,
                                                 created=self._stamp(conn, labeler, now),
                                                 outcome="unsure" if unsure else "skipped"))
-            conn.execute(update(ITEMS).where(ITEMS.c.id == item_id).values(holder=None, until=None))
+            given_back = conn.execute(update(ITEMS).where(ITEMS.c.id == item_id, ITEMS.c.holder == labeler,
+                                                          ITEMS.c.until > now).values(holder=None, until=None))
+            if given_back.rowcount != 1:
+                raise LeaseConflict(f"item {item_id!r} is not leased to {labeler!r} any more")
 
     def undo(self, labeler: str, now: float) -> QueueItem:
         """Lease the item of the labeler's last answer back to them, to answer it again.
@@ -309,7 +317,10 @@ class LabelQueue:
                 conn.execute(delete(ANSWERS).where(ANSWERS.c.item_id == item.id, ANSWERS.c.labeler == labeler))
             conn.execute(update(ITEMS).where(ITEMS.c.holder == labeler, ITEMS.c.id != item.id)
                          .values(holder=None, until=None))
-            conn.execute(update(ITEMS).where(ITEMS.c.id == item.id).values(holder=labeler, until=now + self.lease_seconds))
+            leased = conn.execute(update(ITEMS).where(ITEMS.c.id == item.id, self._free_for(labeler, now))
+                                  .values(holder=labeler, until=now + self.lease_seconds))
+            if leased.rowcount != 1:
+                raise LeaseConflict(f"item {item.id!r} is now leased to another labeler; it cannot be undone")
         return self.get(item.id)
 
     @staticmethod
@@ -326,6 +337,11 @@ class LabelQueue:
         if row is None:
             raise NotFound(f"no labeling item {item_id!r}; fetch items with next")
         return row
+
+    @staticmethod
+    def _free_for(labeler: str, now: float):
+        """Nobody else holds a live lease on the row."""
+        return or_(ITEMS.c.holder.is_(None), ITEMS.c.holder == labeler, ITEMS.c.until <= now)
 
     @staticmethod
     def _check_free(item, labeler: str, now: float) -> None:
@@ -384,6 +400,3 @@ class LabelQueue:
         with self.engine.connect() as conn:
             return conn.scalar(select(LABELERS.c.name).where(LABELERS.c.token_sha256 == token_hash(token)))
 
-    def labelers(self) -> list[str]:
-        with self.engine.connect() as conn:
-            return list(conn.scalars(select(LABELERS.c.name).order_by(LABELERS.c.name)))
