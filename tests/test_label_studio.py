@@ -99,7 +99,7 @@ def test_export_carries_image_id_and_the_picking_versions_guess(service):
         assert pred["model_version"] == str(item.version)
         assert pred["score"] == pytest.approx(p)
         assert pred["result"] == [studio_tasks.choice_result(CLASSES[best])]
-        assert task["data"]["reason"] == item.reason
+        assert set(task["data"]) == {"image", "activestream_id"}     # why it was picked is not shown
 
 
 # -- the JSON export back in -------------------------------------------------------------------

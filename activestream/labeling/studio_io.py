@@ -12,16 +12,17 @@ from activestream.storage.queue import LeaseConflict
 def export_tasks(service, limit: int = 1000) -> list[dict]:
     """Label Studio tasks for the items still waiting for labels, in queue order.
 
-    Each task carries the image inline, our item id, why the item was picked, and the
-    guess of the version that picked it as a prediction (``model_version`` is that
-    version's number).
+    Each task carries the image inline, our item id and the guess of the version that
+    picked it as a prediction (``model_version`` is that version's number). Why it was
+    picked (audit or uncertain) and its score stay out, as on our page: an annotator who
+    knows an item is an audit may treat it differently, and the audit sample is only
+    worth something while it is labeled like the rest.
     """
     classes = service.classes
     tasks = []
     for item in service.pending(limit):
         guess = st.prediction(item.version, item.top, classes) if item.top else None
-        extra = {"reason": item.reason, "score": item.score, "priority": item.priority}
-        tasks.append(st.to_task(item.id, service.image_png(item.id), guess, extra))
+        tasks.append(st.to_task(item.id, service.image_png(item.id), guess))
     return tasks
 
 
