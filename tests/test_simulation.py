@@ -159,3 +159,21 @@ def test_embeddings_and_mc_dropout_samples(arch):
     assert not np.allclose(samples[..., 0], samples[..., 1])        # dropout is on
     assert np.array_equal(clf.sample_proba(x, samples=4), samples)  # and seeded
     assert np.allclose(clf.predict_proba(x), clf.predict_proba(x))   # eval mode restored
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_compare_command_writes_its_table_plot_and_runs(tmp_path, jobs, capsys):
+    from activestream.cli import parser
+
+    out = tmp_path / "cmp"
+    args = parser().parse_args([
+        "compare", "--dataset", "digits", "--images", "400", "--seed-size", "100", "--budget", "0.1",
+        "--window", "200", "--batch", "100", "--retrain-every", "20", "--round-gap", "200", "--min-steps", "10",
+        "--max-steps", "10", "--estimate-window", "400", "--device", "cpu", "--arms", "margin", "--seeds", "1",
+        "--jobs", str(jobs), "--threads", "1", "--no-progress", "--out", str(out)])
+    assert args.handler(args) == 0
+    summary = json.loads((out / "compare.json").read_text())["summary"]
+    assert set(summary) == {"random", "all", "margin"}
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["all-seed0.json", "margin-seed0.json",
+                                                                 "random-seed0.json"]
+    assert (out / "compare.png").stat().st_size > 0 and "margin" in (out / "compare.md").read_text()

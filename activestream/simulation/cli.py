@@ -179,6 +179,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def _keep(out: Path, arm: str, record: dict) -> dict:
+    from activestream.simulation.report import write_json
+
     print(f"{arm} seed {record['config']['seed']}: final test accuracy {record['final_accuracy']:.4f}, "
           f"{record['labels']} labels, {record['pseudo_labels']} pseudo-labels", flush=True)
     write_json(out / "runs" / f"{arm.replace('@', '_').replace(':', '-')}-seed{record['config']['seed']}.json", record)
