@@ -1,7 +1,8 @@
 """Budget adherence and estimate coverage in every drift scenario, from a cold start.
 
 Runs ``activestream simulate`` once per scenario (margin selector, 10% budget, 20,000
-images by default) and prints, per scenario, the requests in the emptiest and fullest
+images by default; 14,000 for mnist-usps, whose second half must fit in USPS's 7,291
+training images) and prints, per scenario, the requests in the emptiest and fullest
 1,000-image window against the target of 100, the worst relative deviation, how often
 the audit interval covered the true accuracy, and the final test accuracy. Usage::
 
@@ -21,19 +22,24 @@ from activestream.simulation.scenarios import SCENARIOS
 DEFAULTS = ["--images", "20000", "--seed-size", "200", "--budget", "0.1", "--strategy", "margin",
             "--holdout", "0", "--retrain-every", "200", "--round-gap", "2000", "--threads", "1", "--no-progress"]
 CASES = {name: [] for name in SCENARIOS} | {
+    "mnist-usps": ["--images", "14000"],
     "iid, noisy labeler 10%, label delay 500": ["--labeler", "noisy:0.1", "--label-delay", "500"]}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="var/bench/scenarios")
+    p.add_argument("--only", default="", help="comma-separated scenario names to run (default: every case)")
     known, extra = p.parse_known_args(argv)
     from activestream.cli import parser
 
     rows = []
+    only = {name for name in known.only.split(",") if name}
     for case, flags in CASES.items():
         scenario = case.split(",")[0]
-        out = Path(known.out) / case.split(",")[0] if not flags else Path(known.out) / "iid-noisy-delayed"
+        if only and case not in only:
+            continue
+        out = Path(known.out) / (scenario if "," not in case else "iid-noisy-delayed")
         args = parser().parse_args(["simulate", "--scenario", scenario, *DEFAULTS, *flags, *extra, "--out", str(out)])
         started = time.perf_counter()
         args.handler(args)

@@ -177,3 +177,16 @@ def test_compare_command_writes_its_table_plot_and_runs(tmp_path, jobs, capsys):
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["all-seed0.json", "margin-seed0.json",
                                                                  "random-seed0.json"]
     assert (out / "compare.png").stat().st_size > 0 and "margin" in (out / "compare.md").read_text()
+
+
+def test_class_incremental_streams_every_image_once_and_classes_arrive_in_order():
+    sc = build_scenario("class-incremental", dataset="digits", images=1200, seed_size=100, stages=5)
+    assert len({x.tobytes() for x in sc.x}) == 1200                 # no image streamed twice
+    assert sc.y[sc.phase == 0].max() < 5 and set(sc.y[sc.phase == 4]) == set(range(10))
+
+
+def test_a_stream_longer_than_its_dataset_is_refused():
+    from activestream.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fewer --images"):
+        build_scenario("iid", dataset="digits", images=5000)

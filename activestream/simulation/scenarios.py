@@ -43,9 +43,12 @@ class Scenario:
     ids: tuple[str, ...]
 
 
-def _take(order: np.ndarray, count: int) -> np.ndarray:
-    """``count`` indices from ``order``, cycling when it is shorter."""
-    return order[np.arange(count) % len(order)]
+def _take(order: np.ndarray, count: int, what: str) -> np.ndarray:
+    """The first ``count`` indices of ``order``: every stream image is a different image."""
+    if count > len(order):
+        raise ConfigError(f"the stream needs {count} images of {what} but there are only {len(order)}; "
+                          "use fewer --images")
+    return order[:count]
 
 
 def _test(ds: Dataset, size: int, rng: np.random.Generator, keep=None) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +84,7 @@ def build_scenario(name: str, *, dataset: str = "fashion-mnist", data_dir: str |
     order = rng.permutation(len(ds.train_y))
     if name == "class-incremental":
         return _class_incremental(ds, order, images, seed_size, rng, test_size, stages)
-    seed_idx, stream_idx = order[:seed_size], _take(order[seed_size:], images)
+    seed_idx, stream_idx = order[:seed_size], _take(order[seed_size:], images, f"{ds.name}'s training split")
     x, y = ds.train_x[stream_idx], ds.train_y[stream_idx]
     phase = (np.arange(images) >= images // 2).astype(np.int64) if name != "iid" else np.zeros(images, np.int64)
     test = _test(ds, test_size, rng)
@@ -94,7 +97,7 @@ def build_scenario(name: str, *, dataset: str = "fashion-mnist", data_dir: str |
     elif name == "mnist-usps":
         usps = load_dataset("usps", data_dir)
         half = images // 2
-        u = _take(rng.permutation(len(usps.train_y)), images - half)
+        u = _take(rng.permutation(len(usps.train_y)), images - half, "USPS (the second half)")
         x = np.concatenate([x[:half], usps_as_mnist(usps.train_x[u])])
         y = np.concatenate([y[:half], usps.train_y[u]])
         ut = _test(usps, test_size, rng)
@@ -112,13 +115,13 @@ def _class_incremental(ds, order, images, seed_size, rng, test_size, stages) -> 
     seed_idx = seed_pool[:seed_size]
     rest = order[~np.isin(order, seed_idx)]
     phase = np.minimum(np.arange(images) * stages // images, stages - 1)
-    picks, cursor = [], {}
+    picks, used = [], np.zeros(len(rest), dtype=bool)
     for k in range(stages):
-        pool = rest[ds.train_y[rest] < known[k]]
-        count = int((phase == k).sum())
-        start = cursor.get(known[k], 0)
-        picks.append(_take(np.roll(pool, -start), count))
-        cursor[known[k]] = start + count
+        # each stage draws images not streamed before, from the classes known by then
+        free = np.flatnonzero(~used & (ds.train_y[rest] < known[k]))
+        take = _take(free, int((phase == k).sum()), f"classes 0-{known[k] - 1} left for stage {k + 1}")
+        used[take] = True
+        picks.append(rest[take])
     idx = np.concatenate(picks)
     tests = tuple(_test(ds, test_size, rng, keep=lambda y, n=n: y < n) for n in known)
     ids = tuple(f"class-incremental-{i}" for i in range(images))
