@@ -78,8 +78,10 @@ def run_token_create(args: argparse.Namespace) -> int:
     name = check_name(args.name)
     service = _service(args)
     token = secrets.token_urlsafe(32)
-    service.queue.set_token(name, token, now=time.time())
-    service.close()
+    try:
+        service.queue.set_token(name, token, now=time.time())
+    finally:
+        service.close()
     print(token)
     print(f"token for labeler {name!r} (shown once; only its sha256 is stored)", file=sys.stderr)
     return 0
@@ -89,7 +91,9 @@ def run_gold(args: argparse.Namespace) -> int:
     from activestream.labeling.gold import add_gold
 
     service = _service(args)
-    added = add_gold(service, args.from_labeler, args.count, seed=service.settings.seed)
-    service.close()
+    try:
+        added = add_gold(service, args.from_labeler, args.count, seed=service.settings.seed)
+    finally:
+        service.close()
     print(f"added {added} gold items from {args.from_labeler!r}'s labels")
     return 0

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 
 from activestream.config import Settings
 from activestream.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 
 async def serve(settings: Settings) -> None:
@@ -25,16 +23,20 @@ async def serve(settings: Settings) -> None:
     if not bootstrap:
         raise ConfigError("label serve joins a running loop: set ACTIVESTREAM_BOOTSTRAP (or --bootstrap) to its broker")
     await asyncio.to_thread(ensure_topics, settings, bootstrap)
-    sink = await asyncio.to_thread(KafkaSink, bootstrap, settings.topic_labels)
-    service = await asyncio.to_thread(LabelingService.open, settings, sink)
-    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=settings.label_port,
-                                           log_level=settings.log_level, access_log=False))
-    consumer = make_consumer(settings, bootstrap, settings.group(WORKER), settings.topic_requests)
-    producer = make_producer(bootstrap)
-    stop = asyncio.Event()
-    await producer.start()
-    await consumer.start()
-    try:
+    async with contextlib.AsyncExitStack() as opened:  # whatever started is stopped, even if a later start fails
+        sink = await asyncio.to_thread(KafkaSink, bootstrap, settings.topic_labels)
+        opened.push_async_callback(asyncio.to_thread, sink.close)
+        service = await asyncio.to_thread(LabelingService.open, settings, sink)
+        opened.callback(service.close)
+        producer = make_producer(bootstrap)
+        await producer.start()
+        opened.push_async_callback(producer.stop)
+        consumer = make_consumer(settings, bootstrap, settings.group(WORKER), settings.topic_requests)
+        await consumer.start()
+        opened.push_async_callback(consumer.stop)
+        server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=settings.label_port,
+                                               log_level=settings.log_level, access_log=False))
+        stop = asyncio.Event()
         stage = BatchStage(WORKER, consumer, producer, RequestsHandler(service), settings.batch_size,
                            settings.batch_wait_ms)
         consuming = asyncio.ensure_future(stage.run(stop))
@@ -44,8 +46,3 @@ async def serve(settings: Settings) -> None:
         server.should_exit = True
         await asyncio.gather(serving, return_exceptions=True)
         await consuming  # re-raises a consumer failure
-    finally:
-        await consumer.stop()
-        await producer.stop()
-        await asyncio.to_thread(sink.close)
-        service.close()
