@@ -88,7 +88,7 @@ class Display:
 
     def summary(self, settings, seen, demo, registry, store) -> None:
         table = Table(title="model versions (accuracy on live traffic: audit labels, all labels weighted by "
-                            "1/selection probability, and the naive mean over model-chosen labels)")
+                            "1/selection probability, and the naive mean over every label)")
         for col in ("version", "parent", "status", "labels", "predictions served", "holdout acc", "test acc",
                     "audit acc (95% CI)", "ipw acc", "naive acc"):
             table.add_column(col, justify="right")

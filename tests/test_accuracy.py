@@ -40,7 +40,7 @@ def test_estimates_are_grouped_by_the_version_that_predicted():
     grouped = by_version(rows)
     assert sorted(grouped) == [1, 2]
     assert grouped[1]["audit"].value == 1.0 and grouped[2]["audit"].value == 0.0
-    assert grouped[2]["naive"].n == 1 and grouped[2]["ipw"].n == 2
+    assert grouped[2]["naive"].n == 2 and grouped[2]["ipw"].n == 2
 
 
 def test_no_labels_no_estimate():

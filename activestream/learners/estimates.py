@@ -99,3 +99,21 @@ def naive_accuracy(correct: np.ndarray) -> Estimate:
         return NONE
     low, high = wilson(float(c.sum()), c.size)
     return Estimate(float(c.mean()), low, high, int(c.size))
+
+
+def estimates(correct: np.ndarray, audit: np.ndarray, probability: np.ndarray) -> dict[str, Estimate]:
+    """The three estimates side by side, from one row per label.
+
+    ``correct``: bool ``[n]``, the served prediction matched the label; ``audit``:
+    bool ``[n]``, the item was a uniform audit pick; ``probability``: float ``[n]``,
+    the probability with which it was selected. ``naive`` is the mean over every
+    label, as a dashboard that ignores how items were chosen would report it.
+
+    >>> e = estimates(np.array([True, False]), np.array([True, False]), np.array([0.01, 0.5]))
+    >>> {k: round(v.value, 3) for k, v in e.items()}
+    {'audit': 1.0, 'ipw': 0.98, 'naive': 0.5}
+    """
+    correct, audit = np.asarray(correct, dtype=bool), np.asarray(audit, dtype=bool)
+    return {"audit": audit_accuracy(correct[audit]),
+            "ipw": ipw_accuracy(correct, np.asarray(probability, dtype=np.float64)),
+            "naive": naive_accuracy(correct)}

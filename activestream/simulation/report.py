@@ -43,7 +43,7 @@ def _plain(value):
 
 def run_table(record: dict) -> str:
     """Markdown: one row per checkpoint with the three accuracy estimates beside the truth."""
-    rows = ["| images | labels | pseudo | version | test accuracy | audit (95% CI) | IPW | naive (queried) |",
+    rows = ["| images | labels | pseudo | version | test accuracy | audit (95% CI) | IPW | naive (all labels) |",
             "| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
     for c in record["checkpoints"]:
         a, i, n = c.get("audit"), c.get("ipw"), c.get("naive")

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from activestream.learners.estimates import audit_accuracy, ipw_accuracy, naive_accuracy
+from activestream.learners.estimates import estimates
 
 
 class Tally:
@@ -120,10 +120,8 @@ class Tally:
         truth_test = sum(n * self._test_accuracy(self._models[int(v)], int(v), int(p))
                          for (v, p), n in zip(pairs.tolist(), counts.tolist())) / (hi - lo)
         traffic = float((self.served_pred[lo:hi] == self.scenario.y[lo:hi]).mean())
-        return {"audit": audit_accuracy(correct[audit]).to_dict(),
-                "ipw": ipw_accuracy(correct, self.probability[idx]).to_dict() if idx.size else None,
-                "naive": naive_accuracy(correct).to_dict(),
-                "truth_test": float(truth_test), "truth_traffic": traffic}
+        found = {k: e.to_dict() for k, e in estimates(correct, audit, self.probability[idx]).items()}
+        return {**found, "truth_test": float(truth_test), "truth_traffic": traffic}
 
     def windows(self) -> list[int]:
         """Requests per tumbling window of ``config.window`` images (full windows only)."""
