@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     # labeling service
     label_port: int = Field(8090, description="port of `activestream label serve` on 127.0.0.1")
     label_lease_seconds: float = Field(120.0, gt=0, description="how long an item handed to a labeler stays theirs")
+    label_studio_user: str = Field("studio", description="the one labeler account Label Studio's ML-backend calls may use (it records labels in Label Studio users' names)")
     label_guesses: Literal["show", "hide", "after"] = Field("after", description="model's top guesses on the page: show, hide, or show after the answer")
     label_gold_share: float = Field(0.05, ge=0, le=1, description="share of hand-outs drawn from gold items (known answers)")
     label_second_share: float = Field(0.05, ge=0, le=1, description="share of requests sent to a second labeler for agreement")

@@ -188,6 +188,13 @@ def test_health_is_open_and_every_other_endpoint_wants_a_labelers_name_and_token
             assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic"), (path, auth)
 
 
+
+def test_only_the_label_studio_account_may_speak_for_label_studio_users(service, backend):
+    service.queue.set_token("ann", "anns-token", now=0)     # a page labeler, valid token
+    for path in ("/ml-backend/setup", "/ml-backend/predict", "/ml-backend/webhook"):
+        assert backend.post(path, json={"tasks": []}, auth=("ann", "anns-token")).status_code == 403, path
+
+
 def test_predict_answers_every_task_with_the_serving_versions_guess(service, backend):
     clf = register_classifier(service)
     tasks = [{**t, "id": i} for i, t in enumerate(export_tasks(service))]

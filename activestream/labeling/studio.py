@@ -51,6 +51,11 @@ def authenticated(request: Request, creds: Annotated[HTTPBasicCredentials | None
         raise HTTPException(401, "HTTP basic auth with an activestream labeler name and its token is required; "
                                  "set them as the ML backend's Basic Auth in Label Studio",
                             headers={"WWW-Authenticate": 'Basic realm="activestream"'})
+    if name != request.app.state.service.settings.label_studio_user:
+        # The webhook records labels in the names of Label Studio's users: only the one
+        # account set up for the integration may speak for them, not any page labeler.
+        raise HTTPException(403, f"the ML backend takes only the Label Studio account "
+                                 f"(ACTIVESTREAM_LABEL_STUDIO_USER={request.app.state.service.settings.label_studio_user!r})")
     return name
 
 
