@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     connect.add_argument("--project", type=int, required=True, help="Label Studio project id")
     connect.add_argument("--backend-url", required=True,
                          help="this service's ML backend as Label Studio reaches it, e.g. http://host:8000/ml-backend")
-    connect.add_argument("--user", required=True, help="an activestream labeler name (basic auth user)")
+    connect.add_argument("--user", default="studio", help="the activestream labeler the backend calls come as (ACTIVESTREAM_LABEL_STUDIO_USER, default studio)")
     connect.add_argument("--password", required=True, help="that labeler's token (basic auth password)")
     connect.set_defaults(handler=connect_cmd)
 
