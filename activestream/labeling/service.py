@@ -53,14 +53,15 @@ class MemorySink:
 
 
 class KafkaSink:
-    """kafka-python's thread-safe producer: each label is acknowledged before the call returns."""
+    """kafka-python's thread-safe producer: each label is acknowledged by every in-sync
+    replica before the call returns (a person's answer is the costliest message we have)."""
 
     def __init__(self, bootstrap: str, topic: str, timeout: float = 10.0):
         from kafka import KafkaProducer
 
         self.topic = topic
         self.timeout = timeout
-        self.producer_ = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0, retries=3)
+        self.producer_ = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0, retries=3)
 
     def send(self, label: LabelV1) -> None:
         self.producer_.send(self.topic, label.encode(), key=label.id.encode()).get(self.timeout)
