@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 DEFAULTS = ["--scenario", "iid", "--dataset", "fashion-mnist", "--images", "20000", "--seed-size", "200",
-            "--budget", "0.1", "--seeds", "3", "--arms", "random,all,margin,entropy",
-            "--holdout", "0", "--retrain-every", "100", "--threads", "1"]
+            "--budget", "0.1", "--seeds", "3", "--arms", "random,all,margin,bald",
+            "--holdout", "0", "--retrain-every", "50", "--round-gap", "500", "--max-steps", "150",
+            "--threads", "1"]
 
 
 def main(argv: list[str] | None = None) -> int:
