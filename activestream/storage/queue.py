@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from activestream.errors import InvalidInput, NotFound
 from activestream.storage.queue_tables import (ANSWERS, ITEMS, LABELERS, Answer, LeaseConflict, QueueItem,
                                                queue_metadata, token_hash)
-from activestream.storage.store import SampleStore, _make_engine
+from activestream.storage.store import SampleStore, _make_engine, writing
 
 __all__ = ["LabelQueue", "QueueItem", "Answer", "LeaseConflict", "queue_metadata", "token_hash", "ITEMS", "ANSWERS",
            "LABELERS"]
@@ -127,7 +127,7 @@ class LabelQueue:
     def add(self, items: Iterable[QueueItem], now: float) -> int:
         """Persist items, ignoring ids already queued (redelivery); returns how many were new."""
         added = 0
-        with self.engine.begin() as conn:
+        with writing(self.engine), self.engine.begin() as conn:
             known = set()
             rows = [self._row(i, now) for i in items]
             ids = [r["id"] for r in rows]
@@ -140,7 +140,7 @@ class LabelQueue:
         if added >= ANALYZE_AFTER and self.engine.dialect.name == "postgresql":
             # A bulk arrival leaves the planner's statistics behind until autovacuum runs,
             # and with "one row" estimates it sorts every open item on each hand-out.
-            with self.engine.begin() as conn:
+            with writing(self.engine), self.engine.begin() as conn:
                 conn.execute(text("ANALYZE label_items"))
         return added
 
@@ -167,7 +167,7 @@ class LabelQueue:
         """The labeler's live item (lease renewed), else a newly leased one; None when nothing waits."""
         held, answered = self._state(labeler, now)
         if held:  # read first: most calls hold nothing, and any write locks all of SQLite
-            with self.engine.begin() as conn:
+            with writing(self.engine), self.engine.begin() as conn:
                 renewed = conn.execute(
                     update(ITEMS).where(ITEMS.c.holder == labeler, ITEMS.c.until > now)
                     .values(until=now + self.lease_seconds).returning(ITEMS)).first()
@@ -224,7 +224,7 @@ class LabelQueue:
         head item, only to find it taken.
         """
         query = self._candidate_query(labeler, lane, now, 1).with_for_update(skip_locked=True, of=ITEMS)
-        with self.engine.begin() as conn:
+        with writing(self.engine), self.engine.begin() as conn:
             item_id = conn.scalar(query)
             if item_id is None:
                 return None
@@ -234,7 +234,7 @@ class LabelQueue:
 
     def _claim(self, item_id: str, labeler: str, now: float) -> QueueItem | None:
         """Lease one item if it is still available; the WHERE clause makes the race safe."""
-        with self.engine.begin() as conn:
+        with writing(self.engine), self.engine.begin() as conn:
             row = conn.execute(
                 update(ITEMS).where(ITEMS.c.id == item_id, _available(now))
                 .values(holder=labeler, until=now + self.lease_seconds).returning(ITEMS)).first()
@@ -249,7 +249,7 @@ class LabelQueue:
         and ``LeaseConflict`` when another labeler holds a live lease or the item
         already has the labels it wants.
         """
-        with self.engine.begin() as conn:
+        with writing(self.engine), self.engine.begin() as conn:
             item = self._locked(conn, item_id)
             gold = item.gold is not None
             where = (ANSWERS.c.item_id == item_id, ANSWERS.c.labeler == labeler)
@@ -279,7 +279,7 @@ class LabelQueue:
 
     def skip(self, item_id: str, labeler: str, now: float, unsure: bool = False) -> None:
         """Give a leased item back without a label; the labeler will not be handed it again."""
-        with self.engine.begin() as conn:
+        with writing(self.engine), self.engine.begin() as conn:
             item = self._locked(conn, item_id)
             if not (item.holder == labeler and item.until > now):
                 raise LeaseConflict(f"item {item_id!r} is not leased to {labeler!r}; fetch it with next first")
@@ -303,7 +303,7 @@ class LabelQueue:
         back), so the item still counts as labeled; an undone skip is forgotten. A
         fresh item the labeler holds goes back to the queue.
         """
-        with self.engine.begin() as conn:
+        with writing(self.engine), self.engine.begin() as conn:
             last = conn.execute(select(ANSWERS).where(ANSWERS.c.labeler == labeler)
                                 .order_by(ANSWERS.c.created.desc()).limit(1)).first()
             if last is None:
@@ -387,7 +387,7 @@ class LabelQueue:
     def set_token(self, name: str, token: str, now: float) -> None:
         """Create the labeler or replace their token (only its sha256 is stored)."""
         digest = token_hash(token)
-        with self.engine.begin() as conn:
+        with writing(self.engine), self.engine.begin() as conn:
             if conn.execute(update(LABELERS).where(LABELERS.c.name == name).values(token_sha256=digest)).rowcount:
                 return
             try:

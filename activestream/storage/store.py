@@ -11,7 +11,9 @@ SQLite each connection uses WAL and a 30 s busy timeout, so processes can share 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -225,6 +227,25 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+_WRITERS: dict[str, threading.RLock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def writing(engine: Engine):
+    """A context for one write transaction on ``engine``: ``with writing(e): with e.begin() ...``.
+
+    SQLite lets one writer in at a time and makes the others poll with growing sleeps
+    (1, 2, 5, 10 ... ms), which is what several labelers' threads queueing on one file
+    would feel; the threads of one process wait on a lock instead and go in the moment
+    it is free. Other databases lock rows themselves: nothing to hold.
+    """
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    key = str(engine.url.database)
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault(key, threading.RLock())
+
+
 def _make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
@@ -293,7 +314,7 @@ class SampleStore:
         """Run ``stmt`` over a batch in one short transaction; returns the rows it touched."""
         if not rows:
             return 0
-        with self.engine.begin() as conn:
+        with writing(self.engine), self.engine.begin() as conn:
             return sum(len(conn.execute(stmt, batch).all()) for batch in _rounds(rows, key))
 
     def add_samples(self, samples: Iterable[Sample]) -> int:
