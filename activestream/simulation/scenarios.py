@@ -8,7 +8,8 @@ evaluator).
 
 * ``iid``: the training split in random order.
 * ``class-incremental``: the seed holds the first half of the classes; the rest
-  appear in ``stages`` steps along the stream. Tests cover the classes seen so far.
+  appear in ``stages`` steps along the stream, each stage streaming its known classes in
+  equal numbers. Tests cover the classes seen so far.
 * ``rotate`` / ``contrast``: covariate shift halfway: images turn by 90 degrees, or
   lose most of their contrast, from the middle of the stream on (tests too).
 * ``mnist-usps``: MNIST, then USPS (scaled to MNIST's 20 px digit box) from halfway.
@@ -117,11 +118,17 @@ def _class_incremental(ds, order, images, seed_size, rng, test_size, stages) -> 
     phase = np.minimum(np.arange(images) * stages // images, stages - 1)
     picks, used = [], np.zeros(len(rest), dtype=bool)
     for k in range(stages):
-        # each stage draws images not streamed before, from the classes known by then
-        free = np.flatnonzero(~used & (ds.train_y[rest] < known[k]))
-        take = _take(free, int((phase == k).sum()), f"classes 0-{known[k] - 1} left for stage {k + 1}")
-        used[take] = True
-        picks.append(rest[take])
+        # each stage streams images not streamed before, as many of every known class (like
+        # its test set), in random order
+        count = int((phase == k).sum())
+        shares = np.full(known[k], count // known[k]) + (np.arange(known[k]) < count % known[k])
+        stage = []
+        for c, n in enumerate(shares.tolist()):
+            free = np.flatnonzero(~used & (ds.train_y[rest] == c))
+            take = _take(free, n, f"class {c} left for stage {k + 1}")
+            used[take] = True
+            stage.append(take)
+        picks.append(rest[rng.permutation(np.concatenate(stage))])
     idx = np.concatenate(picks)
     tests = tuple(_test(ds, test_size, rng, keep=lambda y, n=n: y < n) for n in known)
     ids = tuple(f"class-incremental-{i}" for i in range(images))
