@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the simulation subcommands; each parser sets ``handler`` (args -> exit code)."""
     p = sub.add_parser("simulate", help="replay the whole loop in one process over a real dataset (no broker)")
     _common(p)
-    p.add_argument("--strategy", help="margin, entropy, least_confidence, bald, random, all or none")
+    p.add_argument("--strategy", help="margin, entropy, least_confidence, bald, random, all or none; options "
+                   "after a slash: margin/quota:0.2, margin/cap:120, margin/diverse:0.05")
     p.add_argument("--seed", type=int, help="random seed of the run")
     p.set_defaults(handler=run_simulate)
     c = sub.add_parser("compare", help="several strategies over several seeds: label efficiency, accuracy, AUC")
@@ -151,6 +152,10 @@ def run_compare(args: argparse.Namespace) -> int:
     _threads(args.threads)
     base = config_from(args)
     arms = arms_of(args.arms)
+    from activestream.simulation.policy import make_policy
+
+    for arm in arms:  # a typo fails now, not after the other arms ran
+        make_policy(arm_config(base, arm, 0).strategy, budget=base.budget, window=base.window)
     jobs = [(arm, arm_config(base, arm, seed)) for seed in range(args.seeds) for arm in arms]
     out = _out(args, "compare")
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -183,5 +188,5 @@ def _keep(out: Path, arm: str, record: dict) -> dict:
 
     print(f"{arm} seed {record['config']['seed']}: final test accuracy {record['final_accuracy']:.4f}, "
           f"{record['labels']} labels, {record['pseudo_labels']} pseudo-labels", flush=True)
-    write_json(out / "runs" / f"{arm.replace('@', '_').replace(':', '-')}-seed{record['config']['seed']}.json", record)
+    write_json(out / "runs" / f"{arm.replace('@', '_').replace(':', '-').replace('/', '~')}-seed{record['config']['seed']}.json", record)
     return record

@@ -142,6 +142,8 @@ def simulate(c: SimConfig, *, policy: SelectionPolicy | None = None, scenario: S
             if result.promote:
                 result.model.version = serving.version + 1
                 serving = result.model
+                if hasattr(policy, "model_changed"):
+                    policy.model_changed()
             tally.round(result.metrics, result.promote)
             tally.checkpoint(serving, stop)
         if progress is not None:

@@ -46,7 +46,8 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from activestream.selectors import AdaptiveBudget, BudgetManager, Selector, make_selector
+from activestream.errors import ConfigError
+from activestream.selectors import AdaptiveBudget, BudgetManager, DiversityFilter, Selector, make_selector
 
 
 @dataclass(frozen=True)
@@ -73,25 +74,47 @@ class SelectionPolicy(Protocol):
 
 
 class BudgetPolicy:
-    """A core selector scores, a core budget manager decides: the streaming selector's pair."""
+    """A core selector scores, a core budget manager decides: the streaming selector's pair.
 
-    needs_embeddings = False
+    ``diversity``, when given, marks near-duplicates of recent picks (in the model's
+    embedding space) as ineligible for the budget's uncertainty picks; call
+    :meth:`model_changed` when the serving model changes, since each version embeds
+    differently.
+    """
 
-    def __init__(self, selector: Selector, budget: BudgetManager, name: str | None = None):
+    def __init__(self, selector: Selector, budget: BudgetManager, name: str | None = None, *,
+                 diversity: DiversityFilter | None = None):
         self.selector = selector
         self.budget = budget
+        self.diversity = diversity
         self.name = name or selector.name
         self.needs_samples = bool(getattr(selector, "needs_samples", False))
+        self.needs_embeddings = diversity is not None
+
+    def _decide(self, probs, embeddings, keys):
+        scores = self.selector.score(probs)
+        classes = None
+        if getattr(self.budget, "quotas", None) is not None:
+            mean = probs.mean(axis=2) if probs.ndim == 3 else probs
+            classes = mean.argmax(axis=1)
+        eligible = self.diversity.query(embeddings, scores) if self.diversity is not None else None
+        return scores, self.budget.query(scores, list(keys), classes=classes, eligible=eligible)
 
     def select(self, probs, embeddings, keys) -> Selection:
-        decision = self.budget.query(self.selector.score(probs), list(keys))
+        _, decision = self._decide(probs, embeddings, keys)
         return Selection(decision.selected, decision.probability, decision.reason)
 
     def commit(self, probs, embeddings, keys, selection: Selection) -> None:
-        # Scoring and query are pure, so asking again gives the decision select saw
-        # (with everything the budget keeps in it, such as the classes for quotas).
-        scores = self.selector.score(probs)
-        self.budget.update(scores, self.budget.query(scores, list(keys)))
+        # Scoring and query are pure, so asking again gives the decision select saw.
+        scores, decision = self._decide(probs, embeddings, keys)
+        self.budget.update(scores, decision)
+        if self.diversity is not None:
+            self.diversity.update(embeddings, decision)
+
+    def model_changed(self) -> None:
+        """A new model version serves: forget embeddings of the old one."""
+        if self.diversity is not None:
+            self.diversity.clear()
 
 
 class LabelEverything:
@@ -126,11 +149,42 @@ class LabelNothing:
 
 def make_policy(strategy: str, *, budget: float, window: int = 1000, audit_share: float = 0.1,
                 seed: int = 0) -> SelectionPolicy:
-    """Our policy for a strategy name: ``all``, ``none`` or any selector name (random included)."""
-    if strategy == "all":
-        return LabelEverything()
-    if strategy == "none":
-        return LabelNothing()
-    kwargs = {"seed": seed} if strategy == "random" else {}
-    return BudgetPolicy(make_selector(strategy, **kwargs),
-                        AdaptiveBudget(budget, window=window, audit_share=audit_share, seed=seed), strategy)
+    """Our policy for ``NAME[/OPTION...]``: ``all``, ``none`` or any selector name (random included).
+
+    Options shape the budget as the streaming selector's settings do: ``quota:SHARE``
+    (largest share of a window's target one predicted class may take), ``cap:N``
+    (hard cap per window), ``diverse:RADIUS`` (skip near-duplicates of recent picks,
+    cosine distance in the embedding space).
+
+    >>> make_policy("margin/quota:0.2/diverse:0.05", budget=0.1).needs_embeddings
+    True
+    >>> make_policy("margin/colour:red", budget=0.1)
+    Traceback (most recent call last):
+    ...
+    activestream.errors.ConfigError: unknown option 'colour:red' in strategy 'margin/colour:red'; use quota:SHARE, cap:N or diverse:RADIUS
+    """
+    name, *options = strategy.split("/")
+    if name in ("all", "none"):
+        if options:
+            raise ConfigError(f"strategy {name!r} takes no options, got {strategy!r}")
+        return LabelEverything() if name == "all" else LabelNothing()
+    extra: dict = {}
+    diversity = None
+    for option in options:
+        key, _, value = option.partition(":")
+        try:
+            if key == "quota":
+                extra["quotas"] = float(value)
+            elif key == "cap":
+                extra["cap"] = int(value)
+            elif key == "diverse":
+                diversity = DiversityFilter(float(value))
+            else:
+                raise ConfigError(f"unknown option {option!r} in strategy {strategy!r}; "
+                                  "use quota:SHARE, cap:N or diverse:RADIUS")
+        except ValueError:
+            raise ConfigError(f"option {option!r} in strategy {strategy!r} needs a number") from None
+    kwargs = {"seed": seed} if name == "random" else {}
+    return BudgetPolicy(make_selector(name, **kwargs),
+                        AdaptiveBudget(budget, window=window, audit_share=audit_share, seed=seed, **extra),
+                        strategy, diversity=diversity)
