@@ -1,6 +1,6 @@
 """Labeling service under load: simulated labelers on the HTTP API of a real ``label serve`` process.
 
-    python benchmarks/labeling.py [--labelers 5] [--items 3000] [--seconds 60] [--think 0] [--store-url URL]
+    python benchmarks/labeling.py [--labelers 5] [--items 6000] [--seconds 60] [--think 0] [--store-url URL]
 
 Each labeler is a thread with its own HTTP connection that does what the page does
 for every item, as fast as the server lets it: ``POST /api/next``, ``GET`` the
@@ -103,7 +103,7 @@ def baseline(url: str, n: int = 300) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--labelers", type=int, default=5)
-    p.add_argument("--items", type=int, default=3000)
+    p.add_argument("--items", type=int, default=6000, help="queued requests (enough that 60 s never drain them)")
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--think", type=float, default=0.0, help="mean seconds a labeler looks at an item")
     p.add_argument("--store-url", default=None, help="default: SQLite in a temporary folder")

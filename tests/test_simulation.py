@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from activestream.errors import ConfigError
 from activestream.simulation.cli import arm_config, arms_of
 from activestream.simulation.engine import SimConfig, labels_to_reach, simulate
 from activestream.simulation.policy import BudgetPolicy, LabelEverything, SelectionPolicy, make_policy
@@ -119,6 +120,50 @@ def test_make_policy_names():
     assert arms_of("margin") == ["random", "all", "margin"]
     c = arm_config(TINY, "all@confident:0.9", seed=2)
     assert (c.strategy, c.labeler, c.seed) == ("all", "confident:0.9", 2)
+
+
+def test_policy_options_shape_the_budget_like_the_streaming_settings():
+    policy = make_policy("margin/quota:0.2/cap:30/diverse:0.05", budget=0.1, window=200)
+    assert (policy.budget.quotas, policy.budget.cap, policy.diversity.radius) == (0.2, 30, 0.05)
+    assert policy.needs_embeddings and not make_policy("margin", budget=0.1, window=200).needs_embeddings
+    for bad in ("margin/colour:red", "margin/quota:much", "all/quota:0.2"):
+        with pytest.raises(ConfigError):
+            make_policy(bad, budget=0.1, window=200)
+
+
+def test_diverse_policy_passes_over_near_duplicates_of_its_picks_until_the_model_changes():
+    probs = np.tile([[0.5, 0.5]], (100, 1))  # every item equally uncertain
+    same = np.tile([[1.0, 0.0, 0.0]], (100, 1))  # and every image the same scene
+    keys = [f"k{i}" for i in range(100)]
+    picks = {}
+    for name in ("margin", "margin/diverse:0.05"):
+        policy = make_policy(name, budget=0.1, window=200, audit_share=0.0)
+        selection = policy.select(probs, same, keys)
+        policy.commit(probs, same, keys, selection)
+        picks[name] = int(selection.selected.sum())
+    assert picks["margin"] > 1
+    assert picks["margin/diverse:0.05"] < picks["margin"]  # duplicates only when the band needs them
+    assert policy.diversity.query(same[:1], np.ones(1)).tolist() == [False]
+    policy.model_changed()  # a new version embeds differently: its memory starts empty
+    assert policy.diversity.query(same[:1], np.ones(1)).tolist() == [True]
+
+
+def test_quota_policy_holds_a_crowded_class_to_its_share():
+    rng = np.random.default_rng(1)
+    crowded = {}
+    for name in ("margin", "margin/quota:0.5"):
+        policy = make_policy(name, budget=0.25, window=40, audit_share=0.0)
+        crowded[name] = []
+        for batch in range(10):  # 30 of every 40 items are predicted class 0, all a little uncertain
+            top = rng.uniform(0.5, 0.6, 40)
+            cls = np.r_[np.zeros(30, int), np.ones(10, int)]
+            probs = np.where(cls[:, None] == 0, np.c_[top, 1 - top], np.c_[1 - top, top])
+            keys = [f"{batch}-{i}" for i in range(40)]
+            selection = policy.select(probs, None, keys)
+            policy.commit(probs, None, keys, selection)
+            crowded[name].append(int(selection.selected[cls == 0].sum()))
+    assert max(crowded["margin/quota:0.5"][2:]) <= 5  # half of the window's 10
+    assert max(crowded["margin"][2:]) > 5
 
 
 def test_labels_to_reach_and_auc():
