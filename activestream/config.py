@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     audit_share: float = Field(0.1, ge=0, le=1, description="share of the budget spent on uniformly random audit items")
     budget_cap: int = Field(0, ge=0, description="hard cap on requests per budget window, at least its target; 0: none beyond the budget's band")
     class_quota: float = Field(0.0, ge=0, le=1, description="largest share of a window's target one predicted class may take; 0: no quotas")
+    diversity_radius: float = Field(0.0, ge=0, le=2, description="skip near-duplicates of recent picks: cosine distance in the model's embedding space under which an image counts as one (predictions then carry embeddings); 0: off")
+    diversity_memory: int = Field(1000, ge=1, description="recent picks the diversity filter compares against")
 
     @field_validator("strategy")
     @classmethod

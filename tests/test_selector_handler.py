@@ -93,3 +93,80 @@ def test_the_worker_refuses_strategies_that_need_several_passes(tmp_path):
         make_settings(tmp_path, strategy="bald")
     with pytest.raises(ValidationError, match="unknown selector"):
         make_settings(tmp_path, strategy="smallest_margin")
+
+
+def burst(n: int, start: int, version: int, scene: list[float] | None) -> list[ConsumerRecord]:
+    """Equally uncertain predictions; ``scene`` is every item's embedding (one scene filmed n times)."""
+    out = []
+    for i in range(start, start + n):
+        msg = PredictionV1(id=f"img-{i}", model="m", version=version, label=0, confidence=0.5,
+                           probs=[0.5, 0.5], scores={}, image=base64.b64encode(b"png").decode(),
+                           ts=0.0, predicted_at=0.0, embedding=scene)
+        out.append(ConsumerRecord("predictions", 0, i, 0, 0, None, msg.encode(), None, 0, 0, []))
+    return out
+
+
+def picks_per_batch(handler, batches) -> list[int]:
+    counts = []
+    for batch in batches:
+        counts.append(len(asyncio.run(handler.handle(batch))))
+        handler.committed()
+    return counts
+
+
+def test_diversity_setting_passes_over_repeats_of_a_picked_scene_and_forgets_old_versions(tmp_path):
+    def handler_with(name, **overrides):
+        settings = make_settings(tmp_path, budget=0.1, audit_share=0.0, budget_window=1000, **overrides)
+        store = SampleStore(f"sqlite:///{tmp_path / f'{name}.db'}")
+        store.create_schema()
+        return SelectorHandler(settings, store, BlobStore(tmp_path / "blobs"))
+
+    scene = [1.0, 0.0, 0.0]
+    batches = [burst(50, 0, 1, scene), burst(50, 50, 1, scene)]
+    plain = picks_per_batch(handler_with("plain"), batches)
+    diverse_handler = handler_with("diverse", diversity_radius=0.05)
+    diverse = picks_per_batch(diverse_handler, batches)
+    # repeats of a picked scene are not picked for their score (only when the window would miss its band)
+    assert sum(diverse) < sum(plain) and diverse[1] < plain[1]
+    assert diverse_handler._space == ("m", 1) and len(diverse_handler.diversity.memory_) == sum(diverse)
+    newer = picks_per_batch(diverse_handler, [burst(50, 100, 2, scene)])
+    # version 2 embeds differently: the filter now remembers only version 2's picks
+    assert diverse_handler._space == ("m", 2) and len(diverse_handler.diversity.memory_) == newer[0]
+
+
+def test_predictions_without_embeddings_are_all_eligible_under_the_diversity_setting(tmp_path):
+    settings = make_settings(tmp_path, budget=0.1, audit_share=0.0, diversity_radius=0.05)
+    store = SampleStore(f"sqlite:///{tmp_path / 'store.db'}")
+    store.create_schema()
+    with_filter = SelectorHandler(settings, store, BlobStore(tmp_path / "blobs"))
+    without = SelectorHandler(make_settings(tmp_path, budget=0.1, audit_share=0.0), store, BlobStore(tmp_path / "b2"))
+    batches = [burst(100, i * 100, 1, None) for i in range(3)]
+    assert picks_per_batch(with_filter, batches) == picks_per_batch(without, batches)
+
+
+def test_the_predictor_sends_embeddings_only_when_the_diversity_filter_is_on(tmp_path):
+    from activestream.learners.classifier import Classifier
+    from activestream.learners.models import ModelSpec
+    from activestream.streams.predictor import PredictorHandler
+
+    spec = ModelSpec(arch="small_cnn", classes=tuple("abc"), channels=1, height=28, width=28)
+    clf = Classifier.fresh(spec, "cpu")
+    clf.version = 1
+    images = (np.random.default_rng(0).random((4, 28, 28)) * 255).astype(np.uint8)
+    probs, features = clf.predict_with_embeddings(images)
+    assert np.allclose(probs, clf.predict_proba(images), atol=1e-6)
+    assert np.allclose(features, clf.embed(images), atol=1e-6)
+
+    class Serving:
+        name, current = "m", clf
+
+    good = [(ConsumerRecord("images", 0, i, 0, 0, None, b"", None, 0, 0, []),
+             type("Msg", (), {"id": f"i{i}", "image": "aGk=", "ts": 0.0})()) for i in range(4)]
+    for radius, expect in ((0.0, False), (0.05, True)):
+        handler = PredictorHandler(make_settings(tmp_path, diversity_radius=radius), Serving())
+        embeddings = features if radius else None
+        out = handler._predictions(good, probs, clf, embeddings)
+        sent = [PredictionV1.model_validate_json(o.value) for o in out]
+        assert all((m.embedding is not None) == expect for m in sent)
+        if expect:
+            assert np.allclose(np.array([m.embedding for m in sent]), features, atol=1e-3)

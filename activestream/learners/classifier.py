@@ -75,6 +75,18 @@ class Classifier:
         return features(self._input(images)).float().cpu().numpy() if len(images) else np.zeros((0, 0), np.float32)
 
     @torch.inference_mode()
+    def predict_with_embeddings(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities ``[batch, classes]`` and penultimate features ``[batch, dim]`` from one pass.
+
+        The features are None for an architecture without a features/head split.
+        """
+        if len(images) == 0 or getattr(self.model, "features", None) is None or getattr(self.model, "head", None) is None:
+            return self.predict_proba(images), None
+        features, head = self._split()
+        z = features(self._input(images))
+        return torch.softmax(head(z).float(), dim=1).cpu().numpy(), z.float().cpu().numpy()
+
+    @torch.inference_mode()
     def sample_proba(self, images: np.ndarray, samples: int = 10, seed: int = 0) -> np.ndarray:
         """MC-dropout: ``samples`` passes of the head with dropout on, ``float32 [batch, classes, samples]``.
 

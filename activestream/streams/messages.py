@@ -67,6 +67,7 @@ class PredictionV1(Message):
     uri: str | None = None
     ts: float = Field(description="the image's timestamp")
     predicted_at: float
+    embedding: list[float] | None = Field(None, description="penultimate-layer features, when the selector's diversity filter is on")
 
     @model_validator(mode="after")
     def _one_image(self) -> "PredictionV1":

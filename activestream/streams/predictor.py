@@ -60,8 +60,11 @@ class PredictorHandler:
             good.append((record, msg))
             arrays.append(array)
         if good:
-            probs = clf.predict_proba(np.stack(arrays))
-            outputs.extend(self._predictions(good, probs, clf))
+            if self.settings.diversity_radius > 0:
+                probs, embeddings = clf.predict_with_embeddings(np.stack(arrays))
+            else:
+                probs, embeddings = clf.predict_proba(np.stack(arrays)), None
+            outputs.extend(self._predictions(good, probs, clf, embeddings))
         return outputs
 
     def _decode(self, record: ConsumerRecord, clf: Classifier) -> tuple[ImageV1, np.ndarray]:
@@ -77,7 +80,8 @@ class PredictorHandler:
             )
         return msg, decode_image(data, clf.spec)
 
-    def _predictions(self, good: list, probs: np.ndarray, clf: Classifier) -> list[Output]:
+    def _predictions(self, good: list, probs: np.ndarray, clf: Classifier,
+                     embeddings: np.ndarray | None = None) -> list[Output]:
         scores = {name: scorer.score(probs) for name, scorer in self.scorers.items()}
         labels = probs.argmax(1)
         confidence = probs.max(1)
@@ -85,6 +89,7 @@ class PredictorHandler:
         topic, model, version = self.settings.topic_predictions, self.serving.name, clf.version
         rounded = np.round(probs, 5).tolist()
         columns = {name: np.round(s, 5).tolist() for name, s in scores.items()}
+        features = np.round(embeddings, 4).tolist() if embeddings is not None else None
         outputs = []
         for i, (record, msg) in enumerate(good):
             inline = msg.image if len(msg.image) <= self.settings.inline_image_max else None
@@ -95,6 +100,8 @@ class PredictorHandler:
                 "ts": msg.ts, "predicted_at": now,
             }
             value["image" if inline else "uri"] = inline or f"kafka:{record.topic}/{record.partition}/{record.offset}"
+            if features is not None:
+                value["embedding"] = features[i]
             outputs.append(Output(topic, record.key, to_json(value)))
         metrics.PREDICTIONS.labels(str(version)).inc(len(good))
         for label, n in Counter(labels.tolist()).items():

@@ -19,7 +19,7 @@ from aiokafka.structs import ConsumerRecord
 
 from activestream.config import Settings
 from activestream.errors import InvalidInput
-from activestream.selectors import AdaptiveBudget, make_selector, validate_probs
+from activestream.selectors import AdaptiveBudget, DiversityFilter, make_selector, validate_probs
 from activestream.storage.blobs import BlobStore
 from activestream.storage.store import Sample, SampleStore
 from activestream.streams import metrics
@@ -57,6 +57,9 @@ class SelectorHandler:
                                      cap=settings.budget_cap or None, quotas=settings.class_quota or None)
         self.dead = DeadLetters(settings.topic_deadletter, "selector")
         self.recent = RecentIds()
+        self.diversity = (DiversityFilter(settings.diversity_radius, memory=settings.diversity_memory)
+                          if settings.diversity_radius > 0 else None)
+        self._space = None  # (model, version) whose embeddings the diversity filter remembers
         self._pending = None
 
     async def handle(self, records: Sequence[ConsumerRecord]) -> list[Output]:
@@ -82,20 +85,58 @@ class SelectorHandler:
             probs = np.array([m.probs for _, m in items], dtype=np.float64)
         scores = self.scorer.score(probs)
         classes = probs.argmax(axis=1) if self.budget.quotas is not None else None
-        decision = self.budget.query(scores, [m.id for _, m in items], classes=classes)
+        space, embedded, eligible = self._eligible(items, scores)
+        decision = self.budget.query(scores, [m.id for _, m in items], classes=classes, eligible=eligible)
         chosen = [(items[i][1], i) for i in np.flatnonzero(decision.selected)]
         if chosen:
             await asyncio.to_thread(self._persist, chosen, scores, decision)
             outputs.extend(self._requests(chosen, scores, decision))
-        self._pending = (items, scores, decision)
+        self._pending = (items, scores, decision, space, embedded)
         return outputs
+
+    def _eligible(self, items: list, scores: np.ndarray):
+        """The diversity filter's verdict (pure): near-duplicates of recent picks are not eligible.
+
+        Only the newest model version's embeddings are compared (each version embeds
+        differently); items without one, or from another version, stay eligible.
+        Returns the version compared in, the rows compared, and the mask (None: all eligible).
+        """
+        if self.diversity is None:
+            return None, None, None
+        spaces = [(m.model, m.version) for _, m in items if m.embedding]
+        if not spaces:
+            return None, None, None
+        space = max(spaces, key=lambda mv: mv[1])
+        if self._space is not None and space[1] < self._space[1]:
+            space = self._space  # a straggler from an older version: do not forget the newer one
+        rows = [i for i, (_, m) in enumerate(items) if m.embedding and (m.model, m.version) == space]
+        if not rows:
+            return None, None, None
+        width = Counter(len(items[i][1].embedding) for i in rows).most_common(1)[0][0]
+        rows = [i for i in rows if len(items[i][1].embedding) == width]
+        embedded = np.array([items[i][1].embedding for i in rows], dtype=np.float64)
+        checker = self.diversity if space == self._space else DiversityFilter(self.diversity.radius,
+                                                                              memory=self.diversity.memory)
+        try:
+            ok = checker.query(embedded, scores[rows])
+        except InvalidInput:  # ragged or non-finite features: judge the batch without them
+            return None, None, None
+        eligible = np.ones(len(items), dtype=bool)
+        eligible[rows] = ok
+        return space, (np.array(rows), embedded), eligible
 
     def committed(self) -> None:
         if self._pending is None:
             return
-        items, scores, decision = self._pending
+        items, scores, decision, space, embedded = self._pending
         self._pending = None
         self.budget.update(scores, decision)
+        if embedded is not None:
+            if space != self._space:
+                self.diversity.clear()
+                self._space = space
+            rows, features = embedded
+            self.diversity.update(features, decision.selected[rows])
         for _, msg in items:
             self.recent.add(msg.id)
         metrics.SCORED.inc(len(items))
