@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from activestream.errors import InvalidInput, NotFound
+from activestream.storage.queue import LabelQueue
 from activestream.storage.store import Label, Sample, SampleStore, metadata
 
 PG_ADMIN_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
@@ -314,3 +315,27 @@ def test_outcomes_pair_stream_predictions_with_resolved_human_labels(store):
     assert [(o.sample_id, o.model_version, o.predicted, o.reason, o.label) for o in rows] == [
         ("a", 2, 1, "audit", 1), ("b", 2, 0, "uncertain", 2)]
     assert [o.selection_prob for o in rows] == [0.01, 0.5]
+
+
+def _open_new_store(url: str, barrier) -> None:
+    store = SampleStore(url)
+    barrier.wait()
+    store.create_schema()
+    LabelQueue(store).create_schema()
+    store.add_samples([Sample("x")])
+    store.close()
+
+
+def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path):
+    """Workers started together create the same new store: WAL switch and tables race."""
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(12):
+        url = f"sqlite:///{tmp_path / f'new{round_}.db'}"
+        barrier = ctx.Barrier(4)
+        procs = [ctx.Process(target=_open_new_store, args=(url, barrier)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 4
+        assert SampleStore(url).count_samples() == 1

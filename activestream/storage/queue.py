@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from activestream.errors import InvalidInput, NotFound
 from activestream.storage.queue_tables import (ANSWERS, ITEMS, LABELERS, Answer, LeaseConflict, QueueItem,
                                                queue_metadata, token_hash)
-from activestream.storage.store import SampleStore, _make_engine, writing
+from activestream.storage.store import SampleStore, _make_engine, create_tables, writing
 
 __all__ = ["LabelQueue", "QueueItem", "Answer", "LeaseConflict", "queue_metadata", "token_hash", "ITEMS", "ANSWERS",
            "LABELERS"]
@@ -121,7 +121,7 @@ class LabelQueue:
             self._engine = None
 
     def create_schema(self) -> None:
-        queue_metadata.create_all(self.engine)
+        create_tables(queue_metadata, self.engine)
 
     # -- arrivals ---------------------------------------------------------------------------
     def add(self, items: Iterable[QueueItem], now: float) -> int:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -223,7 +225,17 @@ def _resolve(votes: list[tuple[int, datetime]]) -> int:
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
-    cur.execute("PRAGMA journal_mode = WAL")
+    # WAL is a property of the file: once set it stays. Setting it needs a moment alone
+    # with the file and SQLite answers "locked" at once, without waiting, when another
+    # process is there (two workers opening a new store together): try again.
+    deadline = time.monotonic() + SQLITE_BUSY_MS / 1000
+    while cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
     cur.close()
 
 
@@ -244,6 +256,18 @@ def writing(engine: Engine):
     key = str(engine.url.database)
     with _WRITERS_GUARD:
         return _WRITERS.setdefault(key, threading.RLock())
+
+
+def create_tables(meta: MetaData, engine: Engine, attempts: int = 5) -> None:
+    """``meta.create_all(engine)``, safe when several processes create the same tables at once."""
+    for attempt in range(attempts):
+        try:
+            meta.create_all(engine)
+            return
+        except DBAPIError:  # another process created a table between our check and our CREATE
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def _make_engine(url: str) -> Engine:
@@ -298,10 +322,7 @@ class SampleStore:
 
     def create_schema(self) -> None:
         """Create the tables if they do not exist (safe to call from several processes)."""
-        try:
-            metadata.create_all(self.engine)
-        except DBAPIError:  # another process created a table between our check and our CREATE
-            metadata.create_all(self.engine)
+        create_tables(metadata, self.engine)
 
     def _insert(self, table: Table):
         """An ``INSERT`` that knows ``ON CONFLICT`` in this engine's dialect."""
