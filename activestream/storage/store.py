@@ -229,9 +229,11 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     # with the file and SQLite answers "locked" at once, without waiting, when another
     # process is there (two workers opening a new store together): try again.
     deadline = time.monotonic() + SQLITE_BUSY_MS / 1000
-    while cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+    mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
+    while mode.lower() != "wal":
         try:
-            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA journal_mode = WAL")  # an in-memory database stays "memory"
+            break
         except sqlite3.OperationalError:
             if time.monotonic() > deadline:
                 raise
