@@ -7,9 +7,13 @@ import os
 import uuid
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from activestream.config import Settings, default_data_dir
 from activestream.simulation.datasets import load_dataset
+
+PG_ADMIN_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 
 POSTGRES_ADMIN_URL = os.environ.get("ACTIVESTREAM_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -104,3 +108,33 @@ class Harness:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
             await asyncio.sleep(0.2)
+
+
+def pg_database():
+    """Create a fresh PostgreSQL database; returns (url, drop) or skips the test."""
+    name = f"activestream_l_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+    except OperationalError as e:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {e}")
+
+    def drop():
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+    return f"postgresql+psycopg://root@127.0.0.1:5432/{name}", drop
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request, tmp_path):
+    """A store URL on each backend: a SQLite file, or a fresh PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    url, drop = pg_database()
+    yield url
+    drop()

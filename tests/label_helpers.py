@@ -1,21 +1,16 @@
-"""Shared pieces of the labeling tests: a model version with classes, images, requests, databases."""
+"""Shared pieces of the labeling tests: a model version with classes, images, requests."""
 
 from __future__ import annotations
 
 import time
-import uuid
 
 import numpy as np
-import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
 
 from activestream.labeling.service import LabelingService, MemorySink
 from activestream.learners.preprocess import encode_png
 from activestream.storage.registry import ModelRegistry
 from activestream.streams.messages import LabelRequestV1
 
-PG_ADMIN_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 CLASSES = [str(d) for d in range(10)]
 
 
@@ -30,25 +25,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-def pg_database():
-    """Create a fresh PostgreSQL database; returns (url, drop) or skips the test."""
-    name = f"activestream_l_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE {name}"))
-    except OperationalError as e:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {e}")
-
-    def drop():
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
-
-    return f"postgresql+psycopg://root@127.0.0.1:5432/{name}", drop
 
 
 def register_model(registry: ModelRegistry, name: str = "classifier", classes=CLASSES):

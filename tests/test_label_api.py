@@ -8,17 +8,7 @@ from fastapi.testclient import TestClient
 from activestream.errors import InvalidInput, NotFound
 from activestream.storage.queue import QueueItem
 from conftest import make_settings
-from label_helpers import Clock, make_requests, make_service, pg_database
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    url, drop = pg_database()
-    yield url
-    drop()
+from label_helpers import Clock, make_requests, make_service
 
 
 def build(tmp_path, store_url, **overrides):

@@ -9,26 +9,14 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
 from activestream.labeling.service import LabelingService, MemorySink
 from activestream.storage.queue import LeaseConflict
 from conftest import make_settings
-from label_helpers import Clock, make_requests, make_service, pg_database
+from label_helpers import Clock, make_requests, make_service
 
 ITEMS = 60
 ACTIVE = ("ann", "bob", "cy", "dee")
 VANISHER = "eve"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    url, drop = pg_database()
-    yield url
-    drop()
 
 
 class Log:

@@ -13,14 +13,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import text
 
 from activestream.errors import InvalidInput, NotFound
 from activestream.storage.queue import LabelQueue
 from activestream.storage.store import Label, Sample, SampleStore, metadata
+from conftest import pg_database
 
-PG_ADMIN_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
 
@@ -31,18 +30,9 @@ def at(minutes: float) -> datetime:
 @pytest.fixture(scope="module")
 def pg_url():
     """A fresh PostgreSQL database for this module, dropped afterwards."""
-    name = f"activestream_t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE {name}"))
-    except OperationalError as e:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {e}")
-    yield f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
+    url, drop = pg_database()
+    yield url
+    drop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -68,19 +68,12 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("aiokafka", "kafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    import uvloop
+
+    # The page's many small requests spend much of their time in the event loop itself.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve(settings))
     return 0
-
-
-def _loop_factory():
-    """uvloop where installed (it is a dependency): the page's many small requests spend
-    much of their time in the event loop itself."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 def run_token_create(args: argparse.Namespace) -> int:

@@ -90,6 +90,7 @@ class BudgetPolicy:
         self.name = name or selector.name
         self.needs_samples = bool(getattr(selector, "needs_samples", False))
         self.needs_embeddings = diversity is not None
+        self._last = None  # select's inputs and answer, so commit need not decide again
 
     def _decide(self, probs, embeddings, keys):
         scores = self.selector.score(probs)
@@ -101,12 +102,17 @@ class BudgetPolicy:
         return scores, self.budget.query(scores, list(keys), classes=classes, eligible=eligible)
 
     def select(self, probs, embeddings, keys) -> Selection:
-        _, decision = self._decide(probs, embeddings, keys)
+        scores, decision = self._decide(probs, embeddings, keys)
+        self._last = (probs, embeddings, scores, decision)
         return Selection(decision.selected, decision.probability, decision.reason)
 
     def commit(self, probs, embeddings, keys, selection: Selection) -> None:
-        # Scoring and query are pure, so asking again gives the decision select saw.
-        scores, decision = self._decide(probs, embeddings, keys)
+        last = self._last
+        if last is not None and last[0] is probs and last[1] is embeddings:
+            scores, decision = last[2], last[3]
+        else:  # scoring and query are pure: asking again gives the decision select saw
+            scores, decision = self._decide(probs, embeddings, keys)
+        self._last = None
         self.budget.update(scores, decision)
         if self.diversity is not None:
             self.diversity.update(embeddings, decision)
