@@ -45,6 +45,7 @@ def parser() -> argparse.ArgumentParser:
                      help="production use: no simulated traffic or labeler; runs until Ctrl-C")
     worker = sub.add_parser("worker", help="run one streaming worker (started by `run`)")
     worker.add_argument("name", choices=("predictor", "selector", "ingest", "learner"))
+    worker.add_argument("--instance", type=int, default=1, help="which of several processes of this worker (metrics port)")
     for register in _extensions():
         register(sub)
     return p
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "worker":
             from activestream.streams.worker import run_worker
 
-            run_worker(args.name, settings)
+            run_worker(args.name, settings, args.instance)
         else:
             from activestream.run import main as run_main
 

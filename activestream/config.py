@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     threads: int = Field(0, description="torch CPU threads; 0 keeps torch's default")
 
     # predictor
+    predictors: int = Field(1, ge=1, description="predictor processes `run` starts; they share the images partitions")
     batch_size: int = Field(256, description="largest micro-batch the predictor runs at once")
     batch_wait_ms: int = Field(20, description="how long a consumer waits to fill a micro-batch")
     max_image_bytes: int = Field(1 << 20, description="encoded images above this size go to deadletter")

@@ -1,18 +1,22 @@
 """Serving throughput: the model's raw batched forward pass against the whole path
 through the broker (images produced -> predictor -> predictions), in one run.
 
-    python benchmarks/serving.py [--images 20000] [--dataset fashion-mnist]
+    python benchmarks/serving.py [--images 20000] [--dataset fashion-mnist] [--predictors N --threads T]
 
 Prints both throughputs and their ratio. Two end-to-end figures are measured:
 ``backlog`` (the predictor drains images already on the topic: its own capacity)
 and ``live`` (producer and predictor run at once on the same machine, from the first
-image produced to the last prediction received).
+image produced to the last prediction received). By default one predictor process per
+core, each with one torch thread, share the images partitions (``ACTIVESTREAM_PREDICTORS``
+and ``ACTIVESTREAM_THREADS`` in a deployment); the raw figure is the model alone with
+torch's default threads, all cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -100,11 +104,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=20000)
     ap.add_argument("--dataset", default="auto")
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--threads", type=int, default=0, help="predictor torch threads (0: torch's default)")
+    ap.add_argument("--predictors", type=int, default=os.cpu_count() or 1, help="predictor processes")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of each predictor (0: torch's default)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as home:
         settings = Settings(home=home, dataset=args.dataset, batch_size=args.batch_size, log_level="warning",
-                            threads=args.threads)
+                            threads=args.threads, predictors=args.predictors)
         ds = load_dataset(settings.dataset, settings.data_dir)
         res = Resources(settings).open()
         seed_idx, stream_idx = split_seed(ds, 300)
@@ -124,7 +129,8 @@ def main() -> None:
             e2e = asyncio.run(end_to_end(settings, messages, res, meta))
         finally:
             cluster.stop()
-    print(f"dataset {ds.name}, {args.images} images, batch {args.batch_size}, torch threads {torch.get_num_threads()}")
+    print(f"dataset {ds.name}, {args.images} images, batch {args.batch_size}; raw: torch threads "
+          f"{torch.get_num_threads()}; end-to-end: {args.predictors} predictor(s) x {args.threads or 'default'} thread(s)")
     print(f"raw batched forward      {raw:10.0f} images/s")
     for name, value in e2e.items():
         print(f"end-to-end ({name:7s})   {value:10.0f} images/s   ratio {value / raw:.2f}")

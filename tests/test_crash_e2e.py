@@ -40,3 +40,46 @@ async def _crash(settings, digits) -> None:
         await h.wait_for(lambda: set(produced) <= h.observer.seen.predicted.keys(), 180, "every image predicted")
         assert len(produced) == 6000
         print(f"\nkilled after {killed_at} predictions; {h.observer.seen.predictions} predictions for 6000 images")
+
+
+def test_one_of_two_predictors_killed_the_other_takes_over(tmp_path, digits):
+    settings = make_settings(tmp_path, dataset="digits", retrain_every=10_000, predictors=2)
+    run_async(_two_predictors(settings, digits), timeout=300)
+
+
+async def _two_predictors(settings, digits) -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from activestream.streams.stage import make_consumer
+
+    async with Harness(settings, digits, workers=("predictor",)) as h:
+        s, produced, killed = h.settings, [], asyncio.Event()
+        assert set(h.cluster.procs_) == {"predictor", "predictor.2"}
+
+        async def hold() -> bool:
+            return len(produced) >= 2000 and not killed.is_set()
+
+        items = stream_items(digits, h.stream_idx, 4000)
+        source = asyncio.ensure_future(stream_images(h.producer, s.topic_images, items, 1000, {}, produced,
+                                                     hold=hold, max_hold=240))
+        await h.wait_for(lambda: len(h.observer.seen.predicted) >= 500, 90, "first predictions")
+        await asyncio.to_thread(h.cluster.kill_worker, "predictor.2", signal.SIGKILL)
+        killed.set()
+        await source
+        await h.wait_for(lambda: set(produced) <= h.observer.seen.predicted.keys(), 180, "every image predicted")
+        assert h.cluster.alive() == {"predictor": True, "predictor.2": False}
+
+        # Predictions are co-partitioned with their images: the partition the id hashes to.
+        consumer = make_consumer(s, s.bootstrap, None, s.topic_predictions)
+        await consumer.start()
+        try:
+            every = sorted(consumer.partitions_for_topic(s.topic_predictions))
+            assert len(every) == s.partitions
+            partition_of, found = DefaultPartitioner(), set()
+            while len(found) < len(produced):
+                for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
+                    for r in records:
+                        assert tp.partition == partition_of(r.key, every, every), r.key
+                        found.add(r.key.decode())
+        finally:
+            await consumer.stop()

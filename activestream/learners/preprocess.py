@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 import torch
@@ -14,12 +13,7 @@ from torchvision.io import decode_image as decode_any
 from activestream.errors import InvalidInput
 from activestream.learners.models import ModelSpec
 
-
-
 MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
-
-# The decoder only reads the buffer; torch warns about every read-only one.
-warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
 
 
 def decode_image(data: bytes, spec: ModelSpec) -> np.ndarray:
@@ -36,7 +30,8 @@ def decode_image(data: bytes, spec: ModelSpec) -> np.ndarray:
     if not data.startswith(MAGIC):
         raise InvalidInput("corrupt_image", "not a PNG or JPEG image (unknown signature)")
     try:
-        image = decode_any(torch.frombuffer(data, dtype=torch.uint8), ImageReadMode.UNCHANGED)
+        # a writable copy: torch warns about every read-only buffer, which costs more than the copy
+        image = decode_any(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.UNCHANGED)
     except (RuntimeError, ValueError) as e:
         raise InvalidInput("corrupt_image", f"not a decodable PNG or JPEG image: {e}") from e
     channels, height, width = image.shape

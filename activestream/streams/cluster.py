@@ -41,18 +41,23 @@ class LocalCluster:
             self.settings = self.settings.model_copy(update={"bootstrap": self.broker_.start()})
         ensure_topics(self.settings, self.settings.bootstrap)
         for name in self.workers:
-            self.start_worker(name)
+            copies = self.settings.predictors if name == "predictor" else 1
+            for instance in range(1, copies + 1):
+                self.start_worker(name, instance)
         return self.settings
 
-    def start_worker(self, name: str) -> subprocess.Popen:
-        log_file = open(self.logs / f"{name}.log", "ab")
+    def start_worker(self, name: str, instance: int = 1) -> subprocess.Popen:
+        """Start (or restart) a worker process; the second predictor is ``predictor.2`` in
+        :attr:`procs_` and in the logs."""
+        key = name if instance == 1 else f"{name}.{instance}"
+        log_file = open(self.logs / f"{key}.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "activestream", "worker", name],
+            [sys.executable, "-m", "activestream", "worker", name, "--instance", str(instance)],
             env=worker_env(self.settings), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches `run`, which stops workers in order
         )
         log_file.close()
-        self.procs_[name] = proc
+        self.procs_[key] = proc
         return proc
 
     def kill_worker(self, name: str, sig: int = signal.SIGKILL) -> None:

@@ -102,7 +102,9 @@ class PredictorHandler:
             value["image" if inline else "uri"] = inline or f"kafka:{record.topic}/{record.partition}/{record.offset}"
             if features is not None:
                 value["embedding"] = features[i]
-            outputs.append(Output(topic, record.key, to_json(value)))
+            # Co-partitioned with the image: the partition its key hashed to when produced
+            # with the default partitioner, without hashing every key again.
+            outputs.append(Output(topic, record.key, to_json(value), record.partition))
         metrics.PREDICTIONS.labels(str(version)).inc(len(good))
         for label, n in Counter(labels.tolist()).items():
             metrics.CLASS_PREDICTED.labels(str(label)).inc(n)

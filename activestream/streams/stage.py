@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -33,14 +33,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Output:
+    """One record to produce; ``partition`` None: the partition the key hashes to."""
+
     topic: str
     key: bytes | None
     value: bytes
+    partition: int | None = None
 
 
 class Handler(Protocol):
     #: True when batches are independent (no state carried from one to the next): the
-    #: stage then handles batch k+1 while batch k's outputs are produced and committed.
+    #: stage then starts on batch k+1 while batch k is still being handled, produced and committed.
     pipelined: bool
 
     async def handle(self, records: Sequence[ConsumerRecord]) -> list[Output]:
@@ -94,20 +97,31 @@ class BatchStage:
         self.partitioner = DefaultPartitioner()
 
     async def run(self, stop: asyncio.Event) -> None:
+        # A pipelined handler may work on the next batch while the previous one is still
+        # in its hands: one batch's decoding (which holds the GIL) then overlaps the
+        # other's forward pass (which does not). Outputs are still produced and offsets
+        # committed strictly in fetch order.
+        depth = 2 if getattr(self.handler, "pipelined", False) else 1
+        handling: deque[tuple[dict, asyncio.Future, float]] = deque()
         finishing: asyncio.Future | None = None
         try:
             while not stop.is_set():
                 batches = await self.consumer.getmany(timeout_ms=self.wait_ms, max_records=self.max_records)
-                if not batches:
-                    continue
-                started = time.perf_counter()
-                outputs = await self.handler.handle([r for part in batches.values() for r in part])
-                if finishing is not None:
-                    await finishing  # commits stay in order
-                finishing = asyncio.ensure_future(self._finish(batches, outputs, started))
-                if not getattr(self.handler, "pipelined", False):
-                    await finishing
+                if batches:
+                    records = [r for part in batches.values() for r in part]
+                    handling.append((batches, asyncio.ensure_future(self.handler.handle(records)),
+                                     time.perf_counter()))
+                while handling and (len(handling) >= depth or not batches or handling[0][1].done()):
+                    done, task, started = handling.popleft()
+                    outputs = await task
+                    if finishing is not None:
+                        await finishing  # commits stay in order
+                    finishing = asyncio.ensure_future(self._finish(done, outputs, started))
+                    if depth == 1:
+                        await finishing
         finally:
+            for _, task, _ in handling:
+                task.cancel()
             if finishing is not None and not finishing.done():
                 await asyncio.shield(finishing)
 
@@ -136,14 +150,20 @@ class BatchStage:
             metrics.PRODUCED.labels(self.worker, topic).inc(n)
 
     async def _by_partition(self, outputs: list[Output]) -> dict[tuple[str, int], list[Output]]:
-        """Group outputs by the partition ``producer.send`` would pick (murmur2 of the key)."""
+        """Group outputs by partition: the one an output names if the topic has it, else the
+        one ``producer.send`` would pick (murmur2 of the key, pure Python in aiokafka and
+        about as costly per record as decoding an image)."""
         groups: dict[tuple[str, int], list[Output]] = {}
         partitions: dict[str, list[int]] = {}
         for o in outputs:
             if o.topic not in partitions:
                 partitions[o.topic] = sorted(await self.producer.partitions_for(o.topic))
             every = partitions[o.topic]
-            groups.setdefault((o.topic, self.partitioner(o.key, every, every)), []).append(o)
+            if o.partition is not None and o.partition < len(every):
+                partition = o.partition
+            else:
+                partition = every[0] if len(every) == 1 else self.partitioner(o.key, every, every)
+            groups.setdefault((o.topic, partition), []).append(o)
         return groups
 
     async def _send_batches(self, topic: str, partition: int, outputs: list[Output]) -> list[asyncio.Future]:
