@@ -166,6 +166,8 @@ def _announced_version(value: bytes) -> int | None:
 def run_worker(name: str, settings: Settings, instance: int = 1) -> None:
     if name not in MAINS:
         raise ConfigError(f"unknown worker {name!r}; choose one of {', '.join(WORKERS)}")
+    if instance < 1 or (instance > 1 and name != "predictor"):
+        raise ConfigError(f"instance {instance} of {name}: only the predictor runs as several processes, numbered from 1")
     if not settings.bootstrap:
         raise ConfigError("a worker needs ACTIVESTREAM_BOOTSTRAP (`activestream run` sets it for the embedded broker)")
     # uvloop's event loop costs less CPU per fetch, produce and commit than asyncio's,
