@@ -21,7 +21,7 @@ from pathlib import Path
 
 DEFAULTS = ["--scenario", "iid", "--dataset", "fashion-mnist", "--images", "20000", "--seed-size", "200",
             "--budget", "0.1", "--seeds", "3", "--arms", "random,all,margin,bald",
-            "--holdout", "0", "--retrain-every", "50", "--round-gap", "500", "--max-steps", "150",
+            "--holdout", "0", "--retrain-every", "25", "--round-gap", "250", "--max-steps", "150",
             "--threads", "1"]
 
 
