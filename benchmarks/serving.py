@@ -6,7 +6,7 @@ through the broker (images produced -> predictor -> predictions), in one run.
 Prints both throughputs and their ratio. Two end-to-end figures are measured:
 ``backlog`` (the predictors drain images already on the topic: their capacity, counted
 from the first 10% of predictions to the first 90%, so neither their start nor the tail
-counts) and ``live`` (producer and predictor run at once on the same machine, from the first
+counts) and ``live`` (producer and predictors run at once on the same machine, from the first
 image produced to the last prediction received). By default one predictor process per
 core, each with one torch thread, share the images partitions (``ACTIVESTREAM_PREDICTORS``
 and ``ACTIVESTREAM_THREADS`` in a deployment); the raw figure is the model alone with

@@ -15,6 +15,8 @@ from tests.conftest import Harness, make_settings, run_async
 pytestmark = pytest.mark.kafka
 
 SCENES, FRAMES = 400, 5
+# no audits (they ignore the filter by design) and no retraining (a new version clears its memory)
+SELECT = dict(budget=0.05, audit_share=0.0, retrain_every=10_000, batch_size=64)
 
 
 def test_bursts_of_one_scene_get_one_label_with_the_diversity_filter(tmp_path, digits):
@@ -28,9 +30,6 @@ def test_bursts_of_one_scene_get_one_label_with_the_diversity_filter(tmp_path, d
     print(f"\nscenes with more than one request: plain {sum(1 for n in plain.values() if n > 1)}, diverse {repeated}")
     assert sum(1 for n in plain.values() if n > 1) >= 10, "the plain selector should pick repeats of a scene"
     assert repeated == 0, f"{repeated} scenes got more than one request with the filter on"
-
-
-SELECT = dict(budget=0.05, audit_share=0.0, retrain_every=10_000, batch_size=64)
 
 
 async def _requests_per_scene(settings, digits) -> Counter:
