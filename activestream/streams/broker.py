@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class EmbeddedBroker:
         self.cluster_id = cluster_id
         self.log_path = log_path
         self.process_: subprocess.Popen | None = None
+        self.reaper_: subprocess.Popen | None = None
 
     @property
     def bootstrap(self) -> str | None:
@@ -57,6 +59,9 @@ class EmbeddedBroker:
         self.process_ = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
         if log is not subprocess.DEVNULL:
             log.close()
+        # If this process is SIGKILLed, nothing here runs: the reaper stops the broker then.
+        self.reaper_ = subprocess.Popen([sys.executable, "-m", "activestream.streams.reaper", str(self.process_.pid)],
+                                        stdin=subprocess.DEVNULL)
         self._wait_ready(timeout)
         return self.bootstrap
 
@@ -78,14 +83,16 @@ class EmbeddedBroker:
 
     def stop(self, timeout: float = 5.0) -> None:
         proc, self.process_ = self.process_, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        reaper, self.reaper_ = self.reaper_, None
+        for p in (proc, reaper):  # the reaper exits by itself once the broker has
+            if p is None or p.poll() is not None:
+                continue
+            p.terminate()
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout)
 
     def __enter__(self) -> "EmbeddedBroker":
         self.start()
