@@ -21,17 +21,7 @@ def test_predictor_killed_mid_stream_loses_nothing(tmp_path, digits):
 
 async def _crash(settings, digits) -> None:
     async with Harness(settings, digits, workers=("predictor", "selector", "ingest")) as h:
-        s, produced, killed = h.settings, [], asyncio.Event()
-
-        async def hold() -> bool:  # half the stream waits for the kill, however slow the machine
-            return len(produced) >= 3000 and not killed.is_set()
-
-        items = stream_items(digits, h.stream_idx, 6000)
-        source = asyncio.ensure_future(stream_images(h.producer, s.topic_images, items, 1000, {}, produced,
-                                                     hold=hold, max_hold=240))
-        await h.wait_for(lambda: len(h.observer.seen.predicted) >= 500, 90, "first predictions")
-        await asyncio.to_thread(h.cluster.kill_worker, "predictor", signal.SIGKILL)
-        killed.set()
+        produced, source = await _stream_and_kill(h, digits, 6000, "predictor")
         killed_at = len(h.observer.seen.predicted)
         assert not source.done() and killed_at < 6000, "the kill must land mid-stream"
         await asyncio.sleep(1.0)
@@ -40,6 +30,24 @@ async def _crash(settings, digits) -> None:
         await h.wait_for(lambda: set(produced) <= h.observer.seen.predicted.keys(), 180, "every image predicted")
         assert len(produced) == 6000
         print(f"\nkilled after {killed_at} predictions; {h.observer.seen.predictions} predictions for 6000 images")
+
+
+async def _stream_and_kill(h: Harness, digits, count: int, victim: str) -> tuple[list[str], asyncio.Future]:
+    """Stream ``count`` images at 1,000/s and SIGKILL ``victim`` once predictions flow; the
+    second half of the stream waits for the kill, however slow the machine.
+    Returns the ids produced so far (the list keeps growing) and the source's future."""
+    produced, killed = [], asyncio.Event()
+
+    async def hold() -> bool:
+        return len(produced) >= count // 2 and not killed.is_set()
+
+    items = stream_items(digits, h.stream_idx, count)
+    source = asyncio.ensure_future(stream_images(h.producer, h.settings.topic_images, items, 1000, {}, produced,
+                                                 hold=hold, max_hold=240))
+    await h.wait_for(lambda: len(h.observer.seen.predicted) >= 500, 90, "first predictions")
+    await asyncio.to_thread(h.cluster.kill_worker, victim, signal.SIGKILL)
+    killed.set()
+    return produced, source
 
 
 def test_one_of_two_predictors_killed_the_other_takes_over(tmp_path, digits):
@@ -53,18 +61,9 @@ async def _two_predictors(settings, digits) -> None:
     from activestream.streams.stage import make_consumer
 
     async with Harness(settings, digits, workers=("predictor",)) as h:
-        s, produced, killed = h.settings, [], asyncio.Event()
+        s = h.settings
         assert set(h.cluster.procs_) == {"predictor", "predictor.2"}
-
-        async def hold() -> bool:
-            return len(produced) >= 2000 and not killed.is_set()
-
-        items = stream_items(digits, h.stream_idx, 4000)
-        source = asyncio.ensure_future(stream_images(h.producer, s.topic_images, items, 1000, {}, produced,
-                                                     hold=hold, max_hold=240))
-        await h.wait_for(lambda: len(h.observer.seen.predicted) >= 500, 90, "first predictions")
-        await asyncio.to_thread(h.cluster.kill_worker, "predictor.2", signal.SIGKILL)
-        killed.set()
+        produced, source = await _stream_and_kill(h, digits, 4000, "predictor.2")
         await source
         await h.wait_for(lambda: set(produced) <= h.observer.seen.predicted.keys(), 180, "every image predicted")
         assert h.cluster.alive() == {"predictor": True, "predictor.2": False}

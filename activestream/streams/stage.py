@@ -112,11 +112,11 @@ class BatchStage:
                     handling.append((batches, asyncio.ensure_future(self.handler.handle(records)),
                                      time.perf_counter()))
                 while handling and (len(handling) >= depth or not batches or handling[0][1].done()):
-                    done, task, started = handling.popleft()
+                    fetched, task, started = handling.popleft()
                     outputs = await task
                     if finishing is not None:
                         await finishing  # commits stay in order
-                    finishing = asyncio.ensure_future(self._finish(done, outputs, started))
+                    finishing = asyncio.ensure_future(self._finish(fetched, outputs, started))
                     if depth == 1:
                         await finishing
         finally:
