@@ -53,7 +53,8 @@ class Settings(BaseSettings):
 
     # predictor
     predictors: int = Field(1, ge=1, description="predictor processes `run` starts; they share the images partitions")
-    batch_size: int = Field(256, description="largest micro-batch the predictor runs at once")
+    batch_size: int = Field(256, description="largest micro-batch the predictor consumes, predicts and commits at once")
+    forward_chunk: int = Field(64, ge=0, description="images per forward pass on a CPU (a micro-batch runs as several); 0: the whole micro-batch")
     batch_wait_ms: int = Field(20, description="how long a consumer waits to fill a micro-batch")
     max_image_bytes: int = Field(1 << 20, description="encoded images above this size go to deadletter")
     inline_image_max: int = Field(65536, description="images up to this size ride inline in predictions; larger ones by reference")

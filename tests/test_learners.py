@@ -34,6 +34,17 @@ def test_weights_round_trip_through_arrays(digits):
     np.testing.assert_allclose(clf.predict_proba(x), copy.predict_proba(x), atol=1e-6)
 
 
+def test_forward_in_chunks_gives_what_one_pass_gives(digits):
+    whole = Classifier.fresh(spec_for(digits))
+    chunked = Classifier.from_arrays(whole.spec, state_arrays(whole.model), 1, chunk=16)
+    x = digits.test_x[:50]  # three chunks and a remainder
+    np.testing.assert_allclose(chunked.predict_proba(x), whole.predict_proba(x), atol=1e-6)
+    probs, features = chunked.predict_with_embeddings(x)
+    np.testing.assert_allclose(probs, whole.predict_proba(x), atol=1e-6)
+    np.testing.assert_allclose(features, whole.embed(x), atol=1e-5)
+    assert chunked.predict_proba(x[:0]).shape == (0, whole.spec.num_classes)
+
+
 def test_fit_learns_digits_and_leaves_the_input_untouched(digits):
     clf = Classifier.fresh(spec_for(digits))
     before = state_arrays(clf.model)

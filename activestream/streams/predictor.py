@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -25,11 +26,14 @@ SCORES = ("least_confidence", "margin", "entropy")
 
 
 class PredictorHandler:
-    """Decodes, predicts and encodes a whole batch in a worker thread.
+    """Decodes, predicts and encodes a whole batch in a thread of its own.
 
-    The thread keeps the event loop free for fetching, heartbeats and producing,
-    and torch releases the GIL during the forward pass. Batches are independent, so
-    the stage may handle the next one while this one's predictions are produced.
+    The thread keeps the event loop free for fetching, heartbeats and producing, and
+    torch releases the GIL during the forward pass. Batches are independent, so the
+    stage hands over the next one while this one's predictions are produced; they
+    queue for the one thread, because two forward passes at once in one process
+    (on top of one per predictor process) only evict each other's activations from
+    the cache: measured 0.54 against 0.48 of the raw throughput.
     """
 
     pipelined = True
@@ -38,13 +42,14 @@ class PredictorHandler:
         self.settings = settings
         self.serving = serving
         self.dead = DeadLetters(settings.topic_deadletter, "predictor")
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="predict")
         self.scorers = {name: make_selector(name) for name in SCORES}
         # base64 inflates by 4/3; anything much larger cannot hold an image under the limit
         self.max_raw = settings.max_image_bytes * 4 // 3 + 4096
 
     async def handle(self, records: Sequence[ConsumerRecord]) -> list[Output]:
         clf = self.serving.current  # one version for the whole batch
-        return await asyncio.to_thread(self._handle, records, clf)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self._handle, records, clf)
 
     def committed(self) -> None:
         pass

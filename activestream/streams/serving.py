@@ -23,18 +23,19 @@ from activestream.streams import metrics
 log = logging.getLogger(__name__)
 
 
-def load_classifier(registry: ModelRegistry, name: str, version: int, device: str = "cpu") -> Classifier:
+def load_classifier(registry: ModelRegistry, name: str, version: int, device: str = "cpu", chunk: int = 0) -> Classifier:
     arrays, meta = registry.load(name, version)  # sha256-checked before anything is deserialised
-    return Classifier.from_arrays(ModelSpec.from_dict(meta.spec), arrays, meta.version, device)
+    return Classifier.from_arrays(ModelSpec.from_dict(meta.spec), arrays, meta.version, device, chunk)
 
 
 class ServingModel:
     """Holds the classifier in force; ``current`` is read once per batch."""
 
-    def __init__(self, registry: ModelRegistry, name: str, device: str = "cpu"):
+    def __init__(self, registry: ModelRegistry, name: str, device: str = "cpu", chunk: int = 0):
         self.registry = registry
         self.name = name
         self.device = device
+        self.chunk = chunk
         self.current: Classifier | None = None
         self.ready = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -48,7 +49,8 @@ class ServingModel:
             if announced is not None and announced != meta.version:
                 log.info("announcement of v%s: the registry's promoted version is v%d", announced, meta.version)
             try:
-                clf = await asyncio.to_thread(load_classifier, self.registry, self.name, meta.version, self.device)
+                clf = await asyncio.to_thread(load_classifier, self.registry, self.name, meta.version,
+                                              self.device, self.chunk)
             except ActivestreamError as e:
                 # A bad artifact must not take serving down: keep the version in force.
                 log.error("cannot serve %s v%d, keeping the current version: %s", self.name, meta.version, e)

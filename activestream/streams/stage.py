@@ -97,10 +97,10 @@ class BatchStage:
         self.partitioner = DefaultPartitioner()
 
     async def run(self, stop: asyncio.Event) -> None:
-        # A pipelined handler may work on the next batch while the previous one is still
-        # in its hands: one batch's decoding (which holds the GIL) then overlaps the
-        # other's forward pass (which does not). Outputs are still produced and offsets
-        # committed strictly in fetch order.
+        # A pipelined handler gets the next batch while the previous one's outputs are
+        # still being produced and its offsets committed: its thread then never waits
+        # for the broker. Outputs are still produced and offsets committed strictly in
+        # fetch order.
         depth = 2 if getattr(self.handler, "pipelined", False) else 1
         handling: deque[tuple[dict, asyncio.Future, float]] = deque()
         finishing: asyncio.Future | None = None

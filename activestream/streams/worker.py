@@ -9,6 +9,7 @@ costs more CPU than the model (see the README).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -101,6 +102,10 @@ async def _run_stage(name: str, settings: Settings, bootstrap: str, handler, top
     await consumer.start()
     try:
         stage = BatchStage(name, consumer, producer, handler, settings.batch_size, settings.batch_wait_ms)
+        # Everything built so far (torch, faust, the model: some 400,000 objects) lives as
+        # long as the worker; frozen, a full collection skips it instead of scanning it
+        # for 0.2 s every few tens of thousands of messages.
+        gc.freeze()
         await stage.run(stop)
     finally:
         await consumer.stop()
@@ -124,7 +129,8 @@ def build_app(name: str, settings: Settings, bootstrap: str) -> faust.App:
     stop = asyncio.Event()
     parent = os.getppid()
     if name == "predictor":
-        serving = ServingModel(Resources(settings).registry, settings.model_name, settings.device)
+        serving = ServingModel(Resources(settings).registry, settings.model_name, settings.device,
+                               settings.forward_chunk)
         versions = app.topic(settings.topic_versions, value_serializer="raw")
 
         @app.agent(versions)
