@@ -6,7 +6,7 @@ through the broker (images produced -> predictor -> predictions), in one run.
 The machine is shared, and its speed drifts by a factor of two over minutes, so the run
 is a series of paired rounds: each round measures the raw forward pass just before and
 just after its end-to-end phases, and its ratios divide by that round's raw figure.
-The summary is the median round.
+The summary gives the median of each figure over the rounds, and the ratios' range.
 
 - raw: the served model alone, in this process with torch's default threads (all cores),
   on decoded images; the best pass, in chunks of ``ACTIVESTREAM_FORWARD_CHUNK`` or in
@@ -49,7 +49,7 @@ from activestream.streams.cluster import LocalCluster  # noqa: E402
 from activestream.streams.demo import image_message  # noqa: E402
 from activestream.streams.learner import announce  # noqa: E402
 from activestream.streams.serving import load_classifier  # noqa: E402
-from activestream.streams.stage import make_consumer, make_producer  # noqa: E402
+from activestream.streams.stage import make_consumer, make_producer, send_batches  # noqa: E402
 from activestream.streams.worker import Resources  # noqa: E402
 
 
@@ -66,11 +66,10 @@ def raw_throughput(clf, images: np.ndarray, batch: int, repeats: int = 3) -> flo
 
 
 async def produce(producer, topic: str, messages: list[tuple[bytes, bytes]], slice_size: int = 512) -> float:
-    """Produce in record batches, slice by slice, to the partitions the keys hash to.
+    """Produce slice by slice, in record batches, to the partitions the keys hash to.
 
     Production images come from other machines; here the load generator shares the
-    predictors' cores, so it builds batches (a few microseconds a message) rather than
-    calling ``send`` per message (some twenty).
+    predictors' cores, so it builds batches rather than calling ``send`` per message.
     """
     partitions = sorted(await producer.partitions_for(topic))
     partitioner = DefaultPartitioner()
@@ -78,14 +77,11 @@ async def produce(producer, topic: str, messages: list[tuple[bytes, bytes]], sli
     started = time.perf_counter()
     futures = []
     for i in range(0, len(messages), slice_size):
-        batches = {}
-        for (key, value), partition in zip(messages[i:i + slice_size], targets[i:i + slice_size]):
-            batch = batches.get(partition) or batches.setdefault(partition, producer.create_batch())
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                raise ValueError("a slice of messages does not fit one record batch")
-        for partition, batch in batches.items():
-            batch.close()
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
+        groups: dict[int, list] = {}
+        for message, partition in zip(messages[i:i + slice_size], targets[i:i + slice_size]):
+            groups.setdefault(partition, []).append(message)
+        for partition, group in groups.items():
+            futures.extend(await send_batches(producer, topic, partition, group))
     await asyncio.gather(*futures)
     return started
 
