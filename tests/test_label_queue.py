@@ -223,6 +223,7 @@ class LeaseMachine(RuleBasedStateMachine):
         self.wanted: dict[str, int] = {}
         self.holder: dict[str, tuple[str, float]] = {}         # item -> (labeler, until)
         self.answers: dict[tuple[str, str], str] = {}          # (item, labeler) -> outcome
+        self.labels: dict[tuple[str, str], int] = {}           # (item, labeler) -> label
         self.order: list[tuple[str, str]] = []                 # answers, oldest first
 
     def teardown(self):
@@ -281,10 +282,11 @@ class LeaseMachine(RuleBasedStateMachine):
         assert mine or not (other or full), "an answer was accepted on someone else's lease or a full item"
         if not mine:
             self.order.append((item_id, who))
-        else:
+        elif self.labels[(item_id, who)] != label:  # a repeat changes nothing, not even which answer is last
             self.order.remove((item_id, who))
             self.order.append((item_id, who))
         self.answers[(item_id, who)] = "labeled"
+        self.labels[(item_id, who)] = label
         if self.live_holder(item_id) == who:
             del self.holder[item_id]
 
