@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import struct
+import zlib
+
+import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from PIL import Image
 
 from activestream.errors import InvalidInput
 from activestream.learners.classifier import Classifier, state_arrays
@@ -25,6 +32,63 @@ def test_decode_refuses_wrong_mode_size_and_garbage():
     with pytest.raises(InvalidInput) as e:
         decode_image(b"\x89PNG\r\n\x1a\nbroken", spec)
     assert e.value.kind == "corrupt_image"
+
+
+def _saved(image: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+GREY = ModelSpec("small_cnn", ("a", "b"), 1, 12, 10)
+RGB = ModelSpec("small_cnn", ("a", "b"), 3, 12, 10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(np.uint8, (12, 10, 3)))
+def test_decode_reads_every_kind_of_png_and_jpeg_as_pillow_does(pixels):
+    colour = Image.fromarray(pixels)
+    grey = colour.convert("L")
+    for data, spec, pil in [
+        (_saved(grey), GREY, grey), (_saved(grey, optimize=True), GREY, grey),
+        (_saved(grey.convert("1")), GREY, grey.convert("1").convert("L")),  # 1 bit a pixel
+        (_saved(colour), RGB, colour),
+        (_saved(colour.convert("P")), RGB, colour.convert("P").convert("RGB")),  # palette
+        (_saved(grey.quantize(16)), RGB, grey.quantize(16).convert("RGB")),  # 4-bit palette
+        (_saved(grey, "JPEG"), GREY, Image.open(io.BytesIO(_saved(grey, "JPEG")))),
+        (_saved(colour, "JPEG"), RGB, Image.open(io.BytesIO(_saved(colour, "JPEG")))),
+    ]:
+        want = np.asarray(pil.convert(spec.mode))
+        got = decode_image(data, spec)
+        assert got.dtype == np.uint8 and got.shape == want.shape
+        # JPEG decoders may round an IDCT differently by one level
+        assert np.abs(got.astype(int) - want).max() <= (1 if data.startswith(b"\xff\xd8") else 0)
+
+
+def _png(width: int, height: int, depth: int, colour: int, idat: bytes) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_decode_checks_a_png_header_before_decoding_it():
+    grey = Image.fromarray(np.arange(120, dtype=np.uint8).reshape(12, 10))
+    for data, kind, text in [
+        # 900 MB of pixels in a 1 MB file: refused from the header, never inflated
+        (_png(30000, 30000, 8, 0, zlib.compress(bytes(30001 * 30000))), "bad_size", "30000x30000"),
+        (_saved(grey.convert("LA")), "bad_mode", "2 channel"),
+        (_saved(Image.fromarray(np.zeros((12, 10), np.uint16) + 300)), "bad_mode", "uint16"),
+        # palette indices are not intensities: a palette image is a colour image
+        (_saved(grey.convert("P")), "bad_mode", "3 channel"),
+        (_png(10, 12, 8, 5, b""), "corrupt_image", "colour type 5"),
+        (_saved(grey)[:50], "corrupt_image", "PNG"),  # cut inside the pixel data
+        (b"\x89PNG\r\n\x1a\n", "corrupt_image", "no header"),
+        (_saved(grey, "JPEG")[:40], "corrupt_image", "JPEG"),
+    ]:
+        with pytest.raises(InvalidInput, match=text) as e:
+            decode_image(data, GREY)
+        assert e.value.kind == kind
 
 
 def test_weights_round_trip_through_arrays(digits):
