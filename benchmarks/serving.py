@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from statistics import median
 
@@ -41,6 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 
 from activestream.config import Settings  # noqa: E402
+from activestream.learners.classifier import Classifier  # noqa: E402
+from activestream.learners.models import ModelSpec  # noqa: E402
 from activestream.learners.training import TrainConfig  # noqa: E402
 from activestream.simulation.datasets import load_dataset  # noqa: E402
 from activestream.simulation.seed import bootstrap_seed  # noqa: E402
@@ -63,6 +67,36 @@ def raw_throughput(clf, images: np.ndarray, batch: int, repeats: int = 3) -> flo
             clf.predict_proba(images[i:i + batch])
         best = max(best, len(images) / (time.perf_counter() - started))
     return best
+
+
+def _forward_process(spec: dict, arrays: dict, chunk: int, images: np.ndarray, batch: int, barrier,
+                     repeats: int) -> list[tuple[float, float]]:
+    torch.set_num_threads(1)
+    clf = Classifier.from_arrays(ModelSpec.from_dict(spec), arrays, 1, chunk=chunk)
+    clf.predict_proba(images[:batch])  # warm-up
+    passes = []
+    for _ in range(repeats):
+        barrier.wait()
+        started = time.monotonic()  # system-wide: comparable across processes
+        for i in range(0, len(images), batch):
+            clf.predict_proba(images[i:i + batch])
+        passes.append((started, time.monotonic()))
+    return passes
+
+
+def raw_per_process(registry, name: str, version: int, chunk: int, images: np.ndarray, batch: int,
+                    processes: int, repeats: int = 3) -> float:
+    """The model alone in the predictors' layout: ``processes`` processes of one torch
+    thread, passes started together, counted from the first start to the last end."""
+    arrays, meta = registry.load(name, version)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ProcessPoolExecutor(processes, mp_context=ctx) as pool:
+        barrier = manager.Barrier(processes)
+        jobs = [pool.submit(_forward_process, meta.spec, arrays, chunk, images, batch, barrier, repeats)
+                for _ in range(processes)]
+        runs = [job.result() for job in jobs]
+    return max(processes * len(images) / (max(end for _, end in together) - min(start for start, _ in together))
+               for together in zip(*runs))
 
 
 async def produce(producer, topic: str, messages: list[tuple[bytes, bytes]], slice_size: int = 512) -> float:
@@ -178,22 +212,26 @@ def main() -> None:
                 before = best_raw(served, raw_images, args.batch_size)
                 e2e = asyncio.run(end_to_end(own, messages, meta))
                 raw = max(before, best_raw(served, raw_images, args.batch_size))
-                rounds.append({"raw": raw, **e2e})
-                print(f"round {k + 1}: raw {raw:.0f}, backlog {e2e['backlog']:.0f} ({e2e['backlog'] / raw:.2f}), "
-                      f"live {e2e['live']:.0f} ({e2e['live'] / raw:.2f}) images/s", flush=True)
+                apart = raw_per_process(res.registry, settings.model_name, meta.version, settings.forward_chunk,
+                                        raw_images, args.batch_size, args.predictors)
+                rounds.append({"raw": raw, "apart": apart, **e2e})
+                print(f"round {k + 1}: raw {raw:.0f} (apart {apart:.0f}), backlog {e2e['backlog']:.0f} "
+                      f"({e2e['backlog'] / raw:.2f}, {e2e['backlog'] / apart:.2f}), live {e2e['live']:.0f} "
+                      f"({e2e['live'] / raw:.2f}, {e2e['live'] / apart:.2f}) images/s", flush=True)
         finally:
             cluster.stop()
     print(f"dataset {ds.name}, {args.images} images a phase, {args.rounds} rounds, batch {args.batch_size}, "
           f"forward chunk {settings.forward_chunk}; raw: torch threads {torch.get_num_threads()}; "
           f"end-to-end: {args.predictors} predictor(s) x {args.threads or 'default'} thread(s)")
     print(f"median of {len(rounds)} rounds (range):")
-    raw = sorted(r["raw"] for r in rounds)
-    print(f"raw batched forward      {median(raw):10.0f} images/s")
+    print(f"raw batched forward      {median(r['raw'] for r in rounds):10.0f} images/s")
+    print(f"raw, {args.predictors} x 1 thread apart {median(r['apart'] for r in rounds):10.0f} images/s "
+          f"(the predictors' layout, forward passes only)")
     for name in ("backlog", "live"):
-        rates = sorted(r[name] for r in rounds)
         ratios = sorted(r[name] / r["raw"] for r in rounds)
-        print(f"end-to-end ({name:7s})   {median(rates):10.0f} images/s   ratio {median(ratios):.2f} "
-              f"({ratios[0]:.2f}-{ratios[-1]:.2f})")
+        apart = sorted(r[name] / r["apart"] for r in rounds)
+        print(f"end-to-end ({name:7s})   {median(r[name] for r in rounds):10.0f} images/s   ratio {median(ratios):.2f} "
+              f"({ratios[0]:.2f}-{ratios[-1]:.2f}); to the layout apart {median(apart):.2f} ({apart[0]:.2f}-{apart[-1]:.2f})")
 
 if __name__ == "__main__":
     main()
