@@ -11,6 +11,9 @@ The summary gives the median of each figure over the rounds, and the ratios' ran
 - raw: the served model alone, in this process with torch's default threads (all cores),
   on decoded images; the best pass, in chunks of ``ACTIVESTREAM_FORWARD_CHUNK`` or in
   whole batches, whichever was faster.
+- apart: the same model alone in the predictors' layout (one process of one torch
+  thread per predictor, passes started together, after the round's end-to-end phases):
+  against it, a ratio shows what the streaming path itself costs.
 - backlog: the predictors drain images already on the topic: their capacity, counted
   from the first 10% of predictions to the first 90%, so neither their start (model
   load, group join) nor the tail counts.

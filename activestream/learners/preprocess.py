@@ -29,8 +29,8 @@ def decode_image(data: bytes, spec: ModelSpec) -> np.ndarray:
     Raises :class:`InvalidInput` with kind ``corrupt_image``, ``bad_mode`` or ``bad_size``.
     A PNG's size and mode are checked from its header before anything is decoded, so a
     small file that claims a huge image costs nothing. PNGs go through libspng, which
-    decodes a 28x28 image in about half of torchvision's time (the predictor decodes
-    every image); JPEGs through torchvision's libjpeg.
+    decodes a 28x28 image in 0.6 of the time of torchvision's op (the predictor decodes
+    every image; ``benchmarks/decode.py``); JPEGs through torchvision's libjpeg.
 
     >>> spec = ModelSpec("small_cnn", ("a", "b"), 1, 2, 2)
     >>> decode_image(encode_png(np.array([[0, 255], [7, 9]], dtype=np.uint8)), spec).tolist()
@@ -64,7 +64,7 @@ def _decode_jpeg(data: bytes) -> np.ndarray:
         # a writable copy: torch warns about every read-only buffer, which costs more than the copy
         image = DECODE_JPEG(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.UNCHANGED.value, False)
     except (RuntimeError, ValueError) as e:
-        raise InvalidInput("corrupt_image", f"not a decodable PNG or JPEG image: {e}") from e
+        raise InvalidInput("corrupt_image", f"not a decodable JPEG image: {e}") from e
     array = image.numpy()  # [channels, height, width]
     return array[0] if len(array) == 1 else array.transpose(1, 2, 0)
 
