@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 
 from activestream.config import Settings  # noqa: E402
-from activestream.learners.classifier import Classifier  # noqa: E402
+from activestream.learners.classifier import Classifier, state_arrays  # noqa: E402
 from activestream.learners.models import ModelSpec  # noqa: E402
 from activestream.learners.training import TrainConfig  # noqa: E402
 from activestream.simulation.datasets import load_dataset  # noqa: E402
@@ -87,15 +87,15 @@ def _forward_process(spec: dict, arrays: dict, chunk: int, images: np.ndarray, b
     return passes
 
 
-def raw_per_process(registry, name: str, version: int, chunk: int, images: np.ndarray, batch: int,
-                    processes: int, repeats: int = 3) -> float:
+def raw_per_process(clf: Classifier, chunk: int, images: np.ndarray, batch: int, processes: int,
+                    repeats: int = 3) -> float:
     """The model alone in the predictors' layout: ``processes`` processes of one torch
     thread, passes started together, counted from the first start to the last end."""
-    arrays, meta = registry.load(name, version)
+    spec, arrays = clf.spec.to_dict(), state_arrays(clf.model)
     ctx = multiprocessing.get_context("spawn")
     with ctx.Manager() as manager, ProcessPoolExecutor(processes, mp_context=ctx) as pool:
         barrier = manager.Barrier(processes)
-        jobs = [pool.submit(_forward_process, meta.spec, arrays, chunk, images, batch, barrier, repeats)
+        jobs = [pool.submit(_forward_process, spec, arrays, chunk, images, batch, barrier, repeats)
                 for _ in range(processes)]
         runs = [job.result() for job in jobs]
     return max(processes * len(images) / (max(end for _, end in together) - min(start for start, _ in together))
@@ -215,8 +215,7 @@ def main() -> None:
                 before = best_raw(served, raw_images, args.batch_size)
                 e2e = asyncio.run(end_to_end(own, messages, meta))
                 raw = max(before, best_raw(served, raw_images, args.batch_size))
-                apart = raw_per_process(res.registry, settings.model_name, meta.version, settings.forward_chunk,
-                                        raw_images, args.batch_size, args.predictors)
+                apart = raw_per_process(served[0], settings.forward_chunk, raw_images, args.batch_size, args.predictors)
                 rounds.append({"raw": raw, "apart": apart, **e2e})
                 print(f"round {k + 1}: raw {raw:.0f} (apart {apart:.0f}), backlog {e2e['backlog']:.0f} "
                       f"({e2e['backlog'] / raw:.2f}, {e2e['backlog'] / apart:.2f}), live {e2e['live']:.0f} "
