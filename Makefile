@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: install run test bench clean labelstudio browser
+.PHONY: install run test bench clean labelstudio browser prometheus
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +31,15 @@ browser:
 	@[ -x /usr/bin/chromium ] || { sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$sudo apt-get update -q && $$sudo apt-get install -y -q --no-install-recommends chromium; }
 
+# The monitoring test scrapes a running loop with Debian's Prometheus and checks with its promtool.
+prometheus:
+	@{ [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || { sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -q && $$sudo apt-get install -y -q --no-install-recommends prometheus; }
+
 run: install
 	$(BIN)/activestream run $(ARGS)
 
-test: install labelstudio browser
+test: install labelstudio browser prometheus
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install

@@ -12,16 +12,17 @@ import os
 import sys
 import time
 
-from pydantic import ValidationError
-
 from activestream.config import Settings
-from activestream.errors import ActivestreamError
+from activestream.failures import Parser, failing
+from activestream.flags import store_url
 
 RUN_FLAGS = {
     "--bootstrap": (str, "Kafka bootstrap servers; default: start the embedded broker"),
     "--home": (str, "folder for store, blobs, models and logs (default: a new folder under var/runs)"),
-    "--store-url": (str, "SQLAlchemy URL of the store (default: SQLite under --home)"),
+    "--store-url": (store_url, "SQLAlchemy URL of the store, no password (default: SQLite under --home)"),
     "--dataset": (str, "fashion-mnist, mnist, usps, digits or auto"),
+    "--images-from": (str, "your own images instead of the demo dataset: a folder or s3://bucket/prefix"),
+    "--images-by": (str, "how --images-from images travel: value (bytes in each message) or reference (URIs)"),
     "--data-dir": (str, "folder holding the datasets"),
     "--images": (int, "images the simulated source streams"),
     "--rate": (float, "images per second from the simulated source (0: unthrottled)"),
@@ -31,21 +32,26 @@ RUN_FLAGS = {
     "--seed-size": (int, "labeled images for the seed model"),
     "--label-delay": (float, "seconds the simulated labeler takes per batch"),
     "--metrics-port": (int, "first Prometheus port (predictor, selector, ingest, learner follow)"),
+    "--broker-wait": (float, "seconds to wait for the --bootstrap broker to answer before giving up"),
     "--device": (str, "auto, cpu or cuda"),
 }
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="activestream", description=__doc__.splitlines()[0])
+    p = Parser(prog="activestream", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also after a subcommand)")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the whole loop (simulated traffic and labeler unless --no-simulate)")
     for flag, (kind, text) in RUN_FLAGS.items():
         run.add_argument(flag, type=kind, help=text)
     run.add_argument("--no-simulate", dest="simulate", action="store_false", default=None,
                      help="production use: no simulated traffic or labeler; runs until Ctrl-C")
+    run.add_argument("--label", dest="label_serve", action="store_true", default=None,
+                     help="also run `activestream label serve` (the labelers' page, on ACTIVESTREAM_LABEL_PORT)")
     worker = sub.add_parser("worker", help="run one streaming worker (started by `run`)")
     worker.add_argument("name", choices=("predictor", "selector", "ingest", "learner"))
     worker.add_argument("--instance", type=int, default=1, help="which of several processes of this worker (metrics port)")
+    worker.add_argument("--owner", type=int, help="PID of the process that started this worker: stop when it is gone")
     for register in _extensions():
         register(sub)
     return p
@@ -55,41 +61,48 @@ def _extensions():
     """Subcommands that live beside their package; each sets ``handler`` (args -> exit code)."""
     from activestream.labeling.cli import register as label
     from activestream.simulation.cli import register as simulate
+    from activestream.streams.source_cli import register as source
+    from activestream.versions.cli import register as versions
 
-    return (label, simulate)
+    return (label, simulate, source, versions)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"), None)
                  for flag in RUN_FLAGS}
     overrides["simulate"] = getattr(args, "simulate", None)
+    overrides["label_serve"] = getattr(args, "label_serve", None)
     if args.command == "run" and not overrides["home"] and "ACTIVESTREAM_HOME" not in os.environ:
         overrides["home"] = os.path.join("var", "runs", time.strftime("%Y%m%d-%H%M%S"))
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    if getattr(args, "handler", None) is not None:
-        try:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # taken anywhere on the line: `run --debug` is how people type it
+    args = parser().parse_args([a for a in argv if a != "--debug"])
+    # A supervised process (a worker, label serve under `run`) keeps its traceback for its log.
+    supervised = args.command == "worker" or getattr(args, "owner", None) is not None
+    with failing(argv, debug, catch_all=not supervised):
+        if getattr(args, "handler", None) is not None:
             sys.exit(args.handler(args))
-        except ActivestreamError as e:
-            sys.exit(f"activestream: {e}")
-    try:
         settings = settings_from(args)
-    except ValidationError as e:
-        sys.exit(f"activestream: invalid setting:\n{e}")
+        if args.command == "run":
+            from activestream.preflight import check_run
+
+            check_run(settings)
+        _start(args, settings)
+
+
+def _start(args: argparse.Namespace, settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("aiokafka", "kafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        if args.command == "worker":
-            from activestream.streams.worker import run_worker
+    if args.command == "worker":
+        from activestream.streams.worker import run_worker
 
-            run_worker(args.name, settings, args.instance)
-        else:
-            from activestream.run import main as run_main
+        run_worker(args.name, settings, args.instance, args.owner)
+    else:
+        from activestream.run import main as run_main
 
-            sys.exit(run_main(settings))
-    except ActivestreamError as e:
-        sys.exit(f"activestream: {e}")
+        sys.exit(run_main(settings))

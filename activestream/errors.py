@@ -4,6 +4,11 @@ Messages say how to fix the problem; causes are chained with ``raise ... from``.
 """
 
 
+# Process exit codes: a supervisor restarts a crashed worker, never a misconfigured one.
+EXIT_CRASH = 1
+EXIT_CONFIG = 2
+
+
 class ActivestreamError(Exception):
     """Root of every error activestream raises on purpose."""
 
@@ -30,3 +35,8 @@ class IntegrityError(ActivestreamError):
 
 class NotFound(ActivestreamError):
     """A requested sample, label or model version does not exist."""
+
+
+class StorageUnavailable(ActivestreamError, ConnectionError):
+    """Shared storage (an S3-compatible endpoint) cannot be reached; a ConnectionError, so
+    a worker retries with backoff for as long as it lasts instead of dead-lettering."""

@@ -2,6 +2,10 @@
 through the broker (images produced -> predictor -> predictions), in one run.
 
     python benchmarks/serving.py [--images 40000] [--rounds 5] [--dataset fashion-mnist] [--predictors N --threads T]
+    python benchmarks/serving.py --photos [--cases 640x480,224x224,32x32] [--arch mobilenet_v3_small]
+
+``--photos`` runs the real-size cases instead (JPEG photos into a torchvision model; see
+``benchmarks/serving_photos.py``).
 
 The machine is shared, and its speed drifts by a factor of two over minutes, so the run
 is a series of paired rounds: each round measures the raw forward pass just before and
@@ -42,6 +46,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from aiokafka.partitioner import DefaultPartitioner  # noqa: E402
 
@@ -187,7 +192,16 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--predictors", type=int, default=os.cpu_count() or 1, help="predictor processes")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of each predictor (0: torch's default)")
+    ap.add_argument("--photos", action="store_true", help="the real-size cases: JPEG photos into a torchvision model")
+    ap.add_argument("--cases", default="640x480,224x224,32x32", help="real-size cases to run, comma-separated")
+    ap.add_argument("--arch", default="mobilenet_v3_small", help="torchvision classifier of the real-size cases")
+    ap.add_argument("--photo-images", type=int, default=1500, help="JPEGs a backlog in each real-size case")
     args = ap.parse_args()
+    if args.photos:
+        import serving_photos
+
+        args.cases = args.cases.split(",")
+        return serving_photos.run(args, end_to_end)
     with tempfile.TemporaryDirectory() as home:
         settings = Settings(home=home, dataset=args.dataset, batch_size=args.batch_size, log_level="warning",
                             threads=args.threads, predictors=args.predictors)

@@ -60,12 +60,13 @@ class Harness:
     a producer and an observer of every output topic."""
 
     def __init__(self, settings: Settings, dataset, workers=("predictor", "selector", "ingest", "learner"),
-                 seed_size: int = 200):
+                 seed_size: int = 200, seeder=None):
         from activestream.streams.cluster import LocalCluster
 
         self.cluster = LocalCluster(settings, workers)
         self.dataset = dataset
         self.seed_size = seed_size
+        self.seeder = seeder  # Resources -> the first version, when not trained on ``dataset``
         self.settings = settings
 
     async def __aenter__(self) -> "Harness":
@@ -79,10 +80,13 @@ class Harness:
 
         self.settings = await asyncio.to_thread(self.cluster.start)
         self.res = Resources(self.settings).open()
-        self.seed_idx, self.stream_idx = split_seed(self.dataset, self.seed_size)
-        self.seed = await asyncio.to_thread(
-            bootstrap_seed, self.dataset, self.seed_idx, store=self.res.store, blobs=self.res.blobs,
-            registry=self.res.registry, name=self.settings.model_name, config=TrainConfig(epochs=5))
+        if self.seeder is not None:
+            self.seed = await asyncio.to_thread(self.seeder, self.res)
+        else:
+            self.seed_idx, self.stream_idx = split_seed(self.dataset, self.seed_size)
+            self.seed = await asyncio.to_thread(
+                bootstrap_seed, self.dataset, self.seed_idx, store=self.res.store, blobs=self.res.blobs,
+                registry=self.res.registry, name=self.settings.model_name, config=TrainConfig(epochs=5))
         self.producer = make_producer(self.settings.bootstrap)
         await self.producer.start()
         await announce(self.producer, self.settings.topic_versions, self.seed)

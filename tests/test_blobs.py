@@ -117,3 +117,13 @@ def test_readers_never_see_a_partial_blob(blobs):
 def test_any_valid_key_round_trips(tmp_path_factory, key, data):
     blobs = BlobStore(tmp_path_factory.mktemp("blobs"))
     assert blobs.get(blobs.put(key, data)) == data
+
+
+def test_put_many_stores_every_valid_key_and_returns_each_refusal_in_order(tmp_path):
+    blobs = BlobStore(tmp_path)
+    items = [(f"img-{i}", b"%d" % i) for i in range(40)]
+    items[7] = ("..", b"never")
+    refusals = blobs.put_many(items)
+    assert [i for i, r in enumerate(refusals) if r is not None] == [7] and refusals[7].kind == "bad_key"
+    assert all(blobs.get(k) == v for k, v in items if k != "..")
+    assert blobs.put_many([]) == [] and blobs.put_many([("one", b"1")]) == [None]

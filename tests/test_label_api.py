@@ -63,7 +63,8 @@ def test_someone_elses_lease_is_409(api):
     assert client.post(f"/api/items/{item}/label", json={"label": 1}, headers=auth("bob")).status_code == 409
     assert client.post(f"/api/items/{item}/skip", headers=auth("bob")).status_code == 409
     assert client.post("/api/next", headers=auth("bob")).json()["item"]["id"] != item
-    clock.advance(service.settings.label_lease_seconds + 1)   # ann vanished
+    clock.advance(service.settings.label_lease_seconds + 1)   # ann vanished: the item goes to the next who asks
+    assert client.post("/api/next", headers=auth("bob")).json()["item"]["id"] == item
     assert client.post(f"/api/items/{item}/label", json={"label": 1}, headers=auth("bob")).status_code == 200
     assert client.post(f"/api/items/{item}/label", json={"label": 2}, headers=auth("ann")).status_code == 409
 

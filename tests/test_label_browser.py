@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from activestream.config import registry_from
 from activestream.learners.preprocess import encode_png
 from activestream.storage.blobs import BlobStore
-from activestream.storage.registry import ModelRegistry
 from activestream.storage.store import SampleStore
 from activestream.streams.broker import free_port
 from activestream.streams.messages import LabelRequestV1, LabelV1
@@ -51,7 +51,7 @@ def served(tmp_path, broker):
     settings = make_settings(tmp_path, bootstrap=broker.bootstrap, label_port=free_port(), label_guesses="after",
                              label_second_share=0.0, label_gold_share=0.0)
     env = {**os.environ, **settings.to_env()}
-    register_model(ModelRegistry(settings.home_path / "models"), settings.model_name)
+    register_model(registry_from(settings), settings.model_name)
     token = cli(env, "label", "token", "create", "alice").stdout.strip()
     ensure_topics(settings, broker.bootstrap)
     blobs = BlobStore(settings.home_path / "blobs")

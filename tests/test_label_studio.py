@@ -23,31 +23,27 @@ from activestream.labeling.app import create_app
 from activestream.labeling.service import check_name
 from activestream.labeling.studio_backend import StudioBackend
 from activestream.labeling.studio_io import export_tasks, import_labels
-from activestream.learners.classifier import Classifier, state_arrays
-from activestream.learners.models import ModelSpec
 from activestream.learners.preprocess import decode_image
-from tests.label_helpers import CLASSES, make_requests, make_service
+from tests.label_helpers import CLASSES, FakeLabelStudio, make_requests, make_service, register_classifier
 from tests.conftest import make_settings
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture
-def service(tmp_path):
-    svc = make_service(make_settings(tmp_path))
+def studio():
+    """The project's Label Studio: user 7 is dee, user 8 is bo."""
+    fake = FakeLabelStudio(users={7: "dee@example.com", 8: "bo@example.com"})
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def service(tmp_path, studio):
+    svc = make_service(make_settings(tmp_path, label_studio_urls=studio.url))
     svc.enqueue(make_requests(svc, 6))
     yield svc
     svc.close()
-
-
-def register_classifier(service, seed: int = 1) -> Classifier:
-    """A real (untrained) network as the newest promoted version: the serving one."""
-    spec = ModelSpec("small_cnn", tuple(CLASSES), 1, 8, 8)
-    clf = Classifier.fresh(spec, seed=seed)
-    meta = service.registry.register(service.settings.model_name, state_arrays(clf.model), spec=spec.to_dict(),
-                                     parent=1, train_size=0, metrics={}, status="promoted")
-    clf.version = meta.version
-    return clf
 
 
 def annotate(task: dict, task_id: int, *annotations: tuple[int, object, str]) -> dict:
@@ -220,14 +216,20 @@ def test_predict_reads_an_inline_image_of_a_task_that_is_not_ours(service, backe
     assert result["result"] == [studio_tasks.choice_result(CLASSES[int(p.argmax())])]
 
 
-def test_setup_names_the_serving_version_and_remembers_the_project_privately(service, backend):
+def test_setup_names_the_serving_version_and_remembers_the_project_privately(service, backend, studio):
     register_classifier(service)
-    setup = {"project": "3.1700000000", "schema": "<View/>", "hostname": "http://127.0.0.1:1", "access_token": "t0k"}
+    setup = {"project": "3.1700000000", "schema": "<View/>", "hostname": studio.url + "/", "access_token": "t0k"}
     assert backend.post("/ml-backend/setup", json=setup).json() == {"model_version": "2"}
     path = service.settings.home_path / "labelstudio.json"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     again = StudioBackend(service)  # a restarted service still knows where project 3's Label Studio is
-    assert again._connections() == {3: {"hostname": "http://127.0.0.1:1", "token": "t0k"}}
+    assert again._connections() == {3: {"hostname": studio.url, "token": "t0k"}}
+
+
+def connect(backend, studio, project: int = 3) -> None:
+    """Label Studio's ``/setup`` for ``project``: where to ask who annotated."""
+    setup = {"project": f"{project}.1700000000", "hostname": studio.url, "access_token": "t0k"}
+    assert backend.post("/ml-backend/setup", json=setup).status_code == 200
 
 
 def event(action: str, task: dict, annotation_id: int, completed_by: object, name: str) -> dict:
@@ -236,12 +238,14 @@ def event(action: str, task: dict, annotation_id: int, completed_by: object, nam
                            "result": [studio_tasks.choice_result(name)]}}
 
 
-def test_webhook_annotation_events_become_labels_by_the_annotator(service, backend):
+def test_webhook_annotation_events_become_labels_by_the_annotator(service, backend, studio):
+    connect(backend, studio)
     task = export_tasks(service)[0]
     item = task["data"]["activestream_id"]
-    r = backend.post("/ml-backend/webhook", json=event("ANNOTATION_CREATED", task, 5, ann("dee@example.com"), "6"))
+    r = backend.post("/ml-backend/webhook", json=event("ANNOTATION_CREATED", task, 5, 7, "6"))
     assert r.json() == {"status": "recorded", "id": item, "label": 6, "labeler": "labelstudio.dee_at_example.com"}
-    backend.post("/ml-backend/webhook", json=event("ANNOTATION_UPDATED", task, 5, ann("dee@example.com"), "9"))
+    assert ("GET", "/api/users/7/", "Token t0k") in studio.seen   # asked the project's Label Studio who 7 is
+    backend.post("/ml-backend/webhook", json=event("ANNOTATION_UPDATED", task, 5, 7, "9"))
     assert [(m.id, m.label, m.labeler) for m in service.producer.sent] == [
         (item, 6, "labelstudio.dee_at_example.com"), (item, 9, "labelstudio.dee_at_example.com")]
     assert [lab.label for lab in service.store.labels_for(item)] == [9]
@@ -286,19 +290,18 @@ def test_cli_exports_the_queue_and_imports_labels_back(service, tmp_path, capsys
     assert [(lab.labeler, lab.label) for lab in stored] == [("labelstudio.ed_at_example.com", 5)]
 
 
-def test_webhook_label_for_an_item_that_has_its_labels_is_refused(service, backend):
+def test_webhook_label_for_an_item_that_has_its_labels_is_refused(service, backend, studio):
+    connect(backend, studio)
     task = single(service, export_tasks(service))[0]
     service.record_label(task["data"]["activestream_id"], 1, "ann")  # labeled on our page already
-    r = backend.post("/ml-backend/webhook", json=event("ANNOTATION_CREATED", task, 5, ann("dee@example.com"), "6"))
+    r = backend.post("/ml-backend/webhook", json=event("ANNOTATION_CREATED", task, 5, 7, "6"))
     assert r.status_code == 409
     assert [(m.labeler, m.label) for m in service.producer.sent] == [("ann", 1)]
 
 
-def test_webhook_answers_502_when_label_studio_cannot_be_asked_who_annotated(service, backend):
-    from activestream.streams.broker import free_port
-
-    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    backend.post("/ml-backend/setup", json={"project": "3.1700000000", "hostname": dead, "access_token": "t0k"})
+def test_webhook_answers_502_when_label_studio_cannot_be_asked_who_annotated(service, backend, studio):
+    connect(backend, studio)
+    studio.stop()  # nothing listens there any more
     task = export_tasks(service)[0]
     r = backend.post("/ml-backend/webhook", json=event("ANNOTATION_CREATED", task, 5, 7, "6"))
     assert r.status_code == 502 and "cannot reach Label Studio" in r.json()["detail"]

@@ -144,8 +144,8 @@ class LabelStudio:
 class Ours:
     """The labeling app on uvicorn in a thread, labels to the embedded broker."""
 
-    def __init__(self, folder: Path, bootstrap: str):
-        settings = make_settings(folder, bootstrap=bootstrap)
+    def __init__(self, folder: Path, bootstrap: str, studio_url: str):
+        settings = make_settings(folder, bootstrap=bootstrap, label_studio_urls=studio_url)  # /setup comes from it
         ensure_topics(settings, bootstrap)
         self.sink = KafkaSink(bootstrap, settings.topic_labels)
         self.service = LabelingService.open(settings, self.sink)
@@ -195,7 +195,7 @@ def studio(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ours(tmp_path_factory, studio):
     with EmbeddedBroker() as broker:
-        app = Ours(tmp_path_factory.mktemp("ours"), broker.bootstrap)
+        app = Ours(tmp_path_factory.mktemp("ours"), broker.bootstrap, studio.url)
         promote_classifier(app.service, seed=1)
         app.service.enqueue(make_requests(app.service, 12))
         app.tasks = export_tasks(app.service)  # taken once: each test labels its own items

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
+from activestream.config import registry_from
 from activestream.learners.classifier import Classifier
 from activestream.learners.models import ModelSpec
 from activestream.run import run_loop
-from activestream.storage.registry import ModelRegistry
 from tests.conftest import make_settings, run_async
 
 pytestmark = pytest.mark.kafka
@@ -27,7 +27,7 @@ def test_loop_serves_better_versions(tmp_path, fashion):
     missing = set(demo.produced) - seen.predicted.keys()
     assert not missing, f"{len(missing)} images without a prediction, e.g. {sorted(missing)[:3]}"
 
-    registry = ModelRegistry(settings.home_path / "models")
+    registry = registry_from(settings)
     known = {m.version for m in registry.versions(settings.model_name)}
     assert set(seen.versions_served) <= known, "a prediction names a version the registry does not hold"
     served = sorted(seen.versions_served)

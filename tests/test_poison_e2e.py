@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import struct
 
 import numpy as np
 import pytest
@@ -34,10 +35,10 @@ def poison_images(rng: np.random.Generator) -> dict[str, bytes | None]:
         "empty": None,
         "bad_base64": _img("!!!not*base64!!!"),
         "corrupt_image": _img(rng.bytes(300)),
-        "bad_mode": _img(rgb),
-        "bad_size": _img(encode_png(rng.integers(0, 255, (16, 16), dtype=np.uint8))),
+        # a header claiming 30000x30000 pixels (900 MB decoded) in a small file
+        "too_many_pixels": _img(rgb[:16] + struct.pack(">II", 30000, 30000) + rgb[24:]),
         "too_large": _img(big),
-        "unsupported_uri": json.dumps({"v": 1, "id": "p-x", "uri": "s3://bucket/x.png"}).encode(),
+        "unsupported_uri": json.dumps({"v": 1, "id": "p-x", "uri": "ftp://example.com/x.png"}).encode(),
     }
 
 

@@ -1,16 +1,20 @@
-"""ModelRegistry: safetensors round trip, sha256 checks, safe version allocation, status."""
+"""ModelRegistry: safetensors round trip, sha256 checks, safe version allocation, status,
+sealed (checksummed, optionally signed) metadata."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import logging
 import multiprocessing
 from datetime import datetime
 
 import numpy as np
 import pytest
 
-from activestream.errors import IntegrityError, InvalidInput, NotFound
+from activestream.config import Settings, registry_from
+from activestream.errors import ConfigError, IntegrityError, InvalidInput, NotFound
 from activestream.storage.registry import ModelRegistry, ModelVersion
 
 SPEC = {"arch": "small_cnn", "classes": ["cat", "dog"], "input_shape": [3, 32, 32],
@@ -56,7 +60,10 @@ def test_layout_uri_and_plain_json_metadata(reg, tmp_path):
     folder = tmp_path / "models" / "clf" / "000001"
     assert sorted(p.name for p in folder.iterdir()) == ["metadata.json", "model.safetensors"]
     assert mv.uri == (folder / "model.safetensors").resolve().as_uri()
-    assert json.loads((folder / "metadata.json").read_text()) == mv.to_dict()
+    stored = json.loads((folder / "metadata.json").read_text())
+    assert {k: v for k, v in stored.items() if k != "seal"} == mv.to_dict()
+    canonical = json.dumps(mv.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+    assert stored["seal"] == {"sha256": hashlib.sha256(canonical).hexdigest()}  # no key, no signature
 
 
 def test_non_contiguous_arrays_are_stored(reg):
@@ -130,7 +137,9 @@ def test_latest_and_set_status(reg, tmp_path):
     assert reg.latest("clf", "rejected").version == 2
     assert reg.latest("clf", "candidate") is None
     before = reg.get("clf", 1)
-    assert reg.set_status("clf", 1, "promoted") == before
+    again = reg.set_status("clf", 1, "promoted", by="ann", reason="again")  # a decision, recorded even if the same
+    assert again.status == before.status and again.history[:-1] == before.history
+    assert again.history[-1]["by"] == "ann" and again.promotion == before.promotion + 1
     assert len(list((tmp_path / "models" / "clf" / "000001").iterdir())) == 2  # no temp files left
 
 
@@ -138,7 +147,7 @@ def test_unknown_status_is_refused(reg):
     register(reg)
     for call in (lambda: reg.set_status("clf", 1, "live"), lambda: reg.latest("clf", "live"),
                  lambda: register(reg, status="live")):
-        with pytest.raises(InvalidInput, match="candidate, promoted, rejected") as err:
+        with pytest.raises(InvalidInput, match="candidate, promoted, rejected, retired") as err:
             call()
         assert err.value.kind == "bad_status"
     with pytest.raises(NotFound):
@@ -199,3 +208,154 @@ def test_concurrent_registration_allocates_unique_versions(tmp_path):
         assert tensors["conv.weight"].shape == (4, 3, 3, 3)
     assert len({v.sha256 for v in versions}) == 2  # two seeds, two distinct weight sets
     assert len({v.uri for v in versions}) == 10
+
+
+# -- sealed metadata ------------------------------------------------------------------------
+
+KEY_A, KEY_B = b"a" * 32, b"b" * 32
+
+
+def meta_path(root, version: int):
+    return root / "clf" / f"{version:06d}" / "metadata.json"
+
+
+def edit_meta(root, version: int, **fields) -> dict:
+    """Change fields of a version's metadata.json in place, as someone with a text editor would."""
+    path = meta_path(root, version)
+    data = json.loads(path.read_text())
+    data.update(fields)
+    path.write_text(json.dumps(data))
+    return data
+
+
+def promoted_and_rejected(reg) -> None:
+    register(reg, status="promoted")
+    register(reg, seed=1, status="rejected")
+
+
+def test_corrupt_metadata_of_another_version_does_not_stop_listing(reg, tmp_path, caplog):
+    promoted_and_rejected(reg)
+    meta_path(tmp_path / "models", 2).write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="activestream.storage.registry"):
+        assert reg.latest("clf").version == 1
+        assert reg.latest("clf", status=None).version == 1  # what label ingest asks
+        assert [v.version for v in reg.versions("clf")] == [1]
+    warnings = [r for r in caplog.records if "000002" in r.getMessage()]
+    assert len(warnings) == 1, "one warning per bad file, not one per call"
+    for call in (lambda: reg.get("clf", 2), lambda: reg.load("clf", 2)):
+        with pytest.raises(IntegrityError, match="corrupt.*delete the version folder"):
+            call()
+
+
+def test_status_flipped_by_hand_is_never_served(reg, tmp_path):
+    promoted_and_rejected(reg)
+    edit_meta(tmp_path / "models", 2, status="promoted")
+    assert reg.latest("clf", "promoted").version == 1
+    with pytest.raises(IntegrityError, match="does not match its checksum"):
+        reg.load("clf", 2)
+
+
+def test_edited_metric_is_refused(reg, tmp_path):
+    register(reg, status="promoted")
+    edit_meta(tmp_path / "models", 1, metrics={"acc": 0.99})
+    assert reg.versions("clf") == [] and reg.latest("clf") is None
+    with pytest.raises(IntegrityError, match="checksum"):
+        reg.get("clf", 1)
+
+
+def test_metadata_without_a_seal_is_refused_until_vouched_for(reg, tmp_path):
+    mv = register(reg, status="promoted")
+    data = json.loads(meta_path(tmp_path / "models", 1).read_text())
+    meta_path(tmp_path / "models", 1).write_text(json.dumps({k: v for k, v in data.items() if k != "seal"}))
+    assert reg.latest("clf") is None
+    with pytest.raises(IntegrityError, match=r"no checksum.*reseal\(name, version\)"):
+        reg.load("clf", 1)
+    assert reg.reseal("clf", 1) == mv and reg.latest("clf") == mv
+
+
+def test_copied_metadata_is_refused(reg, tmp_path):
+    register(reg, status="rejected")
+    register(reg, status="promoted")
+    root = tmp_path / "models"
+    meta_path(root, 1).write_bytes(meta_path(root, 2).read_bytes())  # same weights, a promoted version's seal
+    assert [v.version for v in reg.versions("clf")] == [2]
+    with pytest.raises(IntegrityError, match="describes clf v2, not clf v1"):
+        reg.get("clf", 1)
+
+
+def test_a_key_signs_metadata_and_only_that_key_is_believed(tmp_path):
+    root = tmp_path / "models"
+    signed = ModelRegistry(root, key=KEY_A)
+    mv = register(signed, status="promoted")
+    stored = json.loads(meta_path(root, 1).read_text())
+    canonical = json.dumps(mv.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+    assert stored["seal"]["hmac_sha256"] == hmac.new(KEY_A, canonical, hashlib.sha256).hexdigest()
+    assert signed.latest("clf") == mv and ModelRegistry(root, key=KEY_A.decode()).latest("clf") == mv
+    other = ModelRegistry(root, key=KEY_B)
+    assert other.latest("clf") is None
+    with pytest.raises(IntegrityError, match="not signed with this registry's key"):
+        other.load("clf", 1)
+    assert ModelRegistry(root).latest("clf") == mv  # without a key, the checksum alone is checked
+
+
+def test_with_a_key_a_recomputed_checksum_is_not_enough(tmp_path):
+    root = tmp_path / "models"
+    reg = ModelRegistry(root, key=KEY_A)
+    promoted_and_rejected(reg)
+    forged = edit_meta(root, 2, status="promoted")
+    fields = {k: v for k, v in forged.items() if k != "seal"}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    edit_meta(root, 2, seal={"sha256": digest, "hmac_sha256": forged["seal"]["hmac_sha256"]})
+    assert reg.latest("clf").version == 1
+    with pytest.raises(IntegrityError, match="key"):
+        reg.load("clf", 2)
+    unsigned = ModelRegistry(root)
+    register(unsigned, seed=2, status="promoted")  # written without the key
+    assert reg.latest("clf").version == 1
+    with pytest.raises(IntegrityError, match="not signed"):
+        reg.get("clf", 3)
+
+
+def test_set_status_reseals_and_a_keyless_registry_cannot_strip_a_signature(tmp_path):
+    root = tmp_path / "models"
+    reg = ModelRegistry(root, key=KEY_A)
+    register(reg, status="promoted")
+    register(reg, status="candidate")
+    assert reg.set_status("clf", 2, "promoted") == reg.latest("clf")
+    with pytest.raises(ConfigError, match="signed.*key"):
+        ModelRegistry(root).set_status("clf", 2, "rejected")
+    assert reg.latest("clf").version == 2
+
+
+def test_retired_is_a_status_and_never_promoted(reg):
+    register(reg, status="promoted")
+    register(reg, status="promoted")
+    assert reg.set_status("clf", 2, "retired").status == "retired"  # a rollback
+    assert reg.latest("clf").version == 1
+    assert reg.latest("clf", "retired").version == 2
+    assert register(reg, status="retired").status == "retired"
+
+
+def test_registry_from_settings_reads_the_key_from_its_file(tmp_path):
+    key_file = tmp_path / "model.key"
+    key_file.write_bytes(KEY_A + b"\n")
+    settings = Settings(home=str(tmp_path / "home"), model_key_file=str(key_file))
+    reg = registry_from(settings)
+    assert reg.key == KEY_A and reg.root == tmp_path / "home" / "models"
+    assert registry_from(Settings(home=str(tmp_path))).key is None
+    with pytest.raises(ConfigError, match="MODEL_KEY_FILE"):
+        registry_from(Settings(home=str(tmp_path), model_key_file=str(tmp_path / "absent")))
+    with pytest.raises(ConfigError, match="at least 16"):
+        registry_from(Settings(home=str(tmp_path), model_key="short"))
+    with pytest.raises(ConfigError, match="keep one"):
+        registry_from(Settings(home=str(tmp_path), model_key_file=str(key_file), model_key=KEY_A.decode()))
+
+
+def test_the_key_reaches_worker_processes_unmasked(tmp_path, monkeypatch):
+    settings = Settings(home=str(tmp_path), model_key=KEY_B.decode())
+    assert KEY_B.decode() not in repr(settings)  # logs and tracebacks show a mask
+    env = settings.to_env()
+    assert env["ACTIVESTREAM_MODEL_KEY"] == KEY_B.decode()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert registry_from(Settings()).key == KEY_B  # what a worker process rebuilds from its environment

@@ -65,7 +65,7 @@ def test_budget_cap_setting_bounds_every_window(tmp_path):
 
 def prediction(i: int, probs: list[float]) -> ConsumerRecord:
     msg = PredictionV1(id=f"p-{i}", model="m", version=1, label=0, confidence=0.5, probs=probs,
-                       scores={}, uri=f"s3://bucket/{i}.png", ts=0.0, predicted_at=0.0)
+                       scores={}, image=base64.b64encode(b"png").decode(), ts=0.0, predicted_at=0.0)
     return ConsumerRecord("predictions", 0, i, 0, 0, None, msg.encode(), None, 0, 0, [])
 
 
@@ -86,6 +86,42 @@ def test_bad_probability_rows_are_dead_lettered_and_the_rest_decided(tmp_path):
     assert sorted(d["offset"] for d in dead) == [14, 15, 16]
     assert all(d["error_kind"] == "bad_probs" for d in dead)
     assert sorted(o.key for o in out if o.topic == "labeling.requests") == [b"p-10", b"p-11", b"p-12", b"p-13"]
+
+
+def test_a_batch_with_nothing_new_to_decide_still_moves_the_stored_positions(tmp_path):
+    """``run`` waits for the stored positions to reach every partition's end: a batch made
+    only of repeated ids (a restarted predictor sends some twice) or of bad records must
+    move them too, or a stream ending in one would never count as decided."""
+    store = SampleStore("sqlite://")
+    store.create_schema()
+    handler = SelectorHandler(make_settings(tmp_path, budget=1.0), store, BlobStore(tmp_path / "blobs"))
+    where = [("predictions", 0)]
+    asyncio.run(handler.handle([prediction(i, [0.2, 0.8]) for i in range(3)]))
+    handler.committed()
+    assert store.positions(handler.group, where) == {("predictions", 0): 3}
+    repeats = [ConsumerRecord("predictions", 0, 3 + i, 0, 0, None, r.value, None, 0, 0, [])
+               for i, r in enumerate(prediction(i, [0.2, 0.8]) for i in range(3))]
+    assert asyncio.run(handler.handle(repeats)) == []  # seen: not requested again
+    handler.committed()
+    assert store.positions(handler.group, where) == {("predictions", 0): 6}
+    out = asyncio.run(handler.handle([prediction(6, [-1.0, 2.0])]))
+    assert [o.topic for o in out] == ["deadletter"]
+    assert store.positions(handler.group, where) == {("predictions", 0): 7}
+
+
+def test_a_pick_whose_id_cannot_name_a_blob_is_dead_lettered_and_the_batch_goes_on(tmp_path):
+    store = SampleStore("sqlite://")
+    store.create_schema()
+    handler = SelectorHandler(make_settings(tmp_path, budget=1.0), store, BlobStore(tmp_path / "blobs"))
+    batch = [prediction(i, [0.2, 0.3, 0.5]) for i in range(4)]
+    odd = PredictionV1.model_validate_json(batch[1].value).model_copy(update={"id": ".."})  # a valid id
+    batch[1] = ConsumerRecord("predictions", 0, 1, 0, 0, None, odd.encode(), None, 0, 0, [])
+    out = asyncio.run(handler.handle(batch))
+    handler.committed()
+    dead = [json.loads(o.value) for o in out if o.topic == "deadletter"]
+    assert [(d["offset"], d["error_kind"]) for d in dead] == [(1, "bad_key")]
+    assert sorted(o.key for o in out if o.topic == "labeling.requests") == [b"p-0", b"p-2", b"p-3"]
+    assert ".." not in store.samples_by_id([".."])
 
 
 def test_the_worker_refuses_strategies_that_need_several_passes(tmp_path):
@@ -161,7 +197,7 @@ def test_the_predictor_sends_embeddings_only_when_the_diversity_filter_is_on(tmp
         name, current = "m", clf
 
     good = [(ConsumerRecord("images", 0, i, 0, 0, None, b"", None, 0, 0, []),
-             type("Msg", (), {"id": f"i{i}", "image": "aGk=", "ts": 0.0})()) for i in range(4)]
+             type("Msg", (), {"id": f"i{i}", "image": "aGk=", "uri": None, "ts": 0.0})()) for i in range(4)]
     for radius, expect in ((0.0, False), (0.05, True)):
         handler = PredictorHandler(make_settings(tmp_path, diversity_radius=radius), Serving())
         embeddings = features if radius else None

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from activestream.errors import InvalidInput, NotFound
 from activestream.storage.queue import LabelQueue
@@ -172,11 +172,11 @@ def test_training_set_filters_and_order(store):
 
 
 def test_counts(store):
-    store.add_samples([Sample(f"s{i}") for i in range(4)])
+    store.add_samples([Sample(f"s{i}", blob_key=f"s{i}") for i in range(4)] + [Sample("noblob")])
     store.add_labels([Label("s0", 1, "ann"), Label("s0", 1, "bob"), Label("s1", 1, "ann", kind="gold"),
-                      Label("x", 1, "ann", kind="seed")])
-    assert store.count_samples() == 4
-    assert store.count_labeled() == 3
+                      Label("s2", 1, "ann", kind="seed"), Label("noblob", 1, "ann"), Label("never-stored", 1, "ann")])
+    assert store.count_samples() == 5
+    assert store.count_labeled() == 3 == len(store.training_set())  # what can be trained on, nothing else
     assert store.count_labeled(["human"]) == 1
     assert store.count_labeled(["gold", "seed"]) == 2
 
@@ -263,7 +263,7 @@ def test_two_processes_write_same_sqlite_file(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0], "a writer failed (database is locked?)"
     store = SampleStore(url)
     assert store.count_samples() == 450
-    assert store.count_labeled() == 450
+    assert store.count_labeled() == 300  # the shared samples have no image
     assert len(store.labels_for("shared-7")) == 2
     with store.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"
@@ -280,7 +280,8 @@ def test_in_memory_sqlite_keeps_data_across_calls():
 
 
 def test_storage_imports_no_edge_or_torch_modules():
-    code = ("import sys, activestream.storage; "
+    code = ("import sys, activestream.storage, activestream.storage.s3, activestream.storage.fetch, "
+            "activestream.storage.fetch_http, activestream.storage.listing; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "{'faust', 'kafka', 'aiokafka', 'prometheus_client', 'torch'} or m.startswith('activestream.streams')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -305,6 +306,44 @@ def test_outcomes_pair_stream_predictions_with_resolved_human_labels(store):
     assert [(o.sample_id, o.model_version, o.predicted, o.reason, o.label) for o in rows] == [
         ("a", 2, 1, "audit", 1), ("b", 2, 0, "uncertain", 2)]
     assert [o.selection_prob for o in rows] == [0.01, 0.5]
+
+
+def counting_reads(store: SampleStore) -> list[int]:
+    """Rows each later read of ``store`` returns, appended as it reads."""
+    counts, read = [], store._read
+
+    def counted(query):
+        rows = read(query)
+        counts.append(len(rows))
+        return rows
+
+    store._read = counted
+    return counts
+
+
+def test_recent_outcomes_are_the_newest_labelled_samples_each_once_in_a_bounded_read(store):
+    samples = [Sample(f"s{i:03d}", model_version=1, predicted=i % 3, reason="audit" if i % 2 else "uncertain",
+                      selection_prob=0.1) for i in range(400)]
+    store.add_samples(samples)
+    store.add_labels(Label(s.id, s.predicted, "ann", created=at(i)) for i, s in enumerate(samples))
+    store.add_labels([Label("s001", 2, "bob", created=at(500)), Label("s001", 2, "cid", created=at(501)),
+                      Label("s003", 0, "gold-set", kind="gold", created=at(502))])  # not a human answer
+    reads = counting_reads(store)
+    newest = store.recent_outcomes(5, ("audit",))
+    # the 5 newest human labels are about 4 samples; s001's three labelers make it class 2
+    assert [o.sample_id for o in newest] == ["s001", "s399", "s397", "s395"]
+    assert (newest[0].label, newest[0].labelled, newest[1].labelled) == (2, at(501), at(399))
+    assert len(reads) == 2 and reads[0] == 5 and reads[1] <= 5 * 3  # however many the store holds
+    assert [o.sample_id for o in store.recent_outcomes(100, ("audit",), since=at(396))] == ["s001", "s399", "s397"]
+    assert {o.reason for o in store.recent_outcomes(10)} == {"audit", "uncertain"}
+    assert store.recent_outcomes(10, ("audit",), since=at(600)) == []
+
+
+def test_create_schema_gives_an_older_store_the_label_time_index(store):
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_labels_created"))
+    store.create_schema()
+    assert "ix_labels_created" in {ix["name"] for ix in inspect(store.engine).get_indexes("labels")}
 
 
 def _open_new_store(url: str, barrier) -> None:

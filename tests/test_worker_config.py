@@ -11,7 +11,7 @@ from tests.conftest import make_settings
 
 @pytest.mark.parametrize("name, instance, words", [
     ("painter", 1, "unknown worker"),
-    ("learner", 2, "only the predictor"),
+    ("learner", 2, "only the predictor, selector, ingest"),
     ("predictor", 0, "numbered from 1"),
 ])
 def test_run_worker_rejects_what_it_cannot_run(tmp_path, name, instance, words):

@@ -13,10 +13,11 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from activestream.errors import NotFound
 from activestream.labeling.service import LabelingService
+from activestream.storage.decisions import in_force
 from activestream.storage.queue import ITEMS, QueueItem
 from activestream.storage.store import LABELS, SAMPLES
 
@@ -34,16 +35,23 @@ def gold_candidates(service: LabelingService, labeler: str) -> list[tuple[str, s
         return [tuple(r) for r in conn.execute(query)]
 
 
+def labels_given(service: LabelingService, labeler: str) -> int:
+    """How many labels ``labeler`` has in the store."""
+    query = select(func.count()).select_from(LABELS).where(LABELS.c.labeler == labeler)
+    with service.store.engine.connect() as conn:
+        return conn.execute(query).scalar_one()
+
+
 def model_guesses(service: LabelingService, blob_keys: list[str]) -> tuple[int, list[list[tuple[int, float]]]]:
     """The serving version and its top guesses ``[(class, p)] * TOP_K`` for each image."""
     from activestream.learners.preprocess import decode_image
     from activestream.streams.serving import load_classifier
 
-    meta = service.registry.latest(service.settings.model_name, "promoted")
+    meta = in_force(service.registry, service.settings.model_name)
     if meta is None:
         raise NotFound(f"model {service.settings.model_name!r} has no promoted version: gold items need its guesses")
     clf = load_classifier(service.registry, service.settings.model_name, meta.version)
-    images = np.stack([decode_image(service.blobs.get(k), clf.spec) for k in blob_keys])  # [n, h, w(, c)]
+    images = np.stack([decode_image(service.blobs.get(k), clf.spec, service.settings.max_pixels) for k in blob_keys])  # [n, h, w(, c)]
     probs = clf.predict_batches(images)  # [n, classes]
     top = np.argsort(-probs, axis=1)[:, :TOP_K]
     return meta.version, [[(int(c), float(p[c])) for c in row] for row, p in zip(top, probs)]

@@ -16,11 +16,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from activestream.config import Settings
+from activestream.config import Settings, blobs_from, registry_from
 from activestream.errors import InvalidInput, NotFound
-from activestream.labeling import quality
+from activestream.labeling import metrics, quality
+from activestream.labeling.access import standing
 from activestream.storage.blobs import BlobStore
-from activestream.storage.queue import LabelQueue, QueueItem, token_hash
+from activestream.storage.decisions import in_force
+from activestream.storage.queue import LabelQueue, LeaseConflict, QueueItem, token_hash
 from activestream.storage.registry import ModelRegistry
 from activestream.storage.store import Label, Sample, SampleStore
 from activestream.streams.messages import LabelRequestV1, LabelV1
@@ -33,7 +35,7 @@ NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 #: about where the model is wrong than a plain uncertain one.
 REASON_BOOST = {"drift": 1.0, "disagreement": 0.5}
 CLASSES_TTL = 5.0
-#: Seconds a token's labeler is remembered: a replaced token stops working within this.
+#: Seconds a token's labeler is remembered: a replaced or revoked token stops working within this.
 TOKEN_TTL = 10.0
 
 
@@ -117,17 +119,16 @@ class LabelingService:
     @classmethod
     def open(cls, settings: Settings, producer: LabelSink, clock: Callable[[], float] = time.time) -> "LabelingService":
         """The service over the store, blobs and registry under ``settings.home``; creates missing tables."""
-        home = settings.home_path
         store = SampleStore(settings.store)
         store.create_schema()
         queue = LabelQueue(store, settings.label_lease_seconds, settings.label_gold_share,
                            settings.label_audit_every, seed=settings.seed)
         queue.create_schema()
-        return cls(settings, store, BlobStore(home / "blobs"), ModelRegistry(home / "models"), queue, producer, clock)
+        return cls(settings, store, blobs_from(settings), registry_from(settings), queue, producer, clock)
 
     def labeler_for(self, token: str) -> str | None:
         """The labeler whose token this is, or None; remembered for ``TOKEN_TTL`` seconds."""
-        key, now = token_hash(token), time.monotonic()
+        key, now = token_hash(token), self.clock()
         hit = self._tokens.get(key)
         if hit is not None and now - hit[0] < TOKEN_TTL:
             return hit[1]
@@ -139,12 +140,12 @@ class LabelingService:
     # -- model metadata -----------------------------------------------------------------------
     @property
     def classes(self) -> list[str]:
-        """Class names of the serving (newest promoted) model version; cached for a few seconds."""
+        """Class names of the model version in force; cached for a few seconds."""
         now = time.monotonic()
         with self._lock:
             if self._classes is not None and now - self._classes[0] < CLASSES_TTL:
                 return self._classes[1]
-        version = self.registry.latest(self.settings.model_name, "promoted")
+        version = in_force(self.registry, self.settings.model_name)
         if version is None:
             raise NotFound(f"model {self.settings.model_name!r} has no promoted version yet; "
                            "register a seed version before labeling")
@@ -191,14 +192,17 @@ class LabelingService:
         return self.queue.pending(limit, now=self.clock())
 
     def image_png(self, item_id: str) -> bytes:
-        """The item's image as PNG bytes (converted if it was stored in another format)."""
+        """The item's image as PNG bytes (converted if it was stored in another format: upright
+        by its EXIF orientation, CMYK as RGB, the first frame of an animation)."""
         data = self.blobs.get(blob_key(self.item(item_id).uri))
         if data.startswith(PNG_SIGNATURE):
             return data
-        from PIL import Image
+        from PIL import Image, ImageOps
 
         out = io.BytesIO()
-        Image.open(io.BytesIO(data)).save(out, format="PNG")
+        with Image.open(io.BytesIO(data)) as im:
+            im = ImageOps.exif_transpose(im)
+            (im.convert("RGB") if im.mode == "CMYK" else im).save(out, format="PNG")
         return out.getvalue()
 
     def record_label(self, item_id: str, label: int, labeler: str, kind: str = "human",
@@ -217,7 +221,10 @@ class LabelingService:
         """
         self.check_class(label)
         check_name(labeler)
-        answer = self.queue.answer(item_id, labeler, label, now=self.clock())
+        now = self.clock()
+        answer = self.queue.answer(item_id, labeler, label, now=now)
+        if answer.changed:
+            metrics.labeled(answer.lane, None if answer.gold else answer.queued, now)
         if answer.gold or not (answer.changed or resend):
             return answer.changed
         # A repeat is written and sent again: if the store or the broker failed the first
@@ -230,8 +237,28 @@ class LabelingService:
     def next_item(self, labeler: str) -> QueueItem | None:
         return self.queue.lease(labeler, now=self.clock())
 
+    def submit(self, item_id: str, label: int, labeler: str) -> bool:
+        """A labeler's answer from the page or API: only for the item leased to them.
+
+        The same answer again is taken without a lease (a retry after a lost response);
+        a different one needs the item back through :meth:`undo`. Raises ``LeaseConflict``
+        otherwise, and what :meth:`record_label` raises.
+        """
+        self.check_class(label)
+        held = standing(self.queue, item_id, labeler, self.clock())
+        if not (held.leased or (held.outcome == "labeled" and held.label == label)):
+            raise LeaseConflict(f"item {item_id!r} is not leased to {labeler!r}: take items with POST /api/next, "
+                                "and reopen your last answer with POST /api/undo to correct it")
+        return self.record_label(item_id, label, labeler)
+
+    def may_see(self, item_id: str, labeler: str) -> bool:
+        """Whether the item is leased to the labeler or was answered by them (``NotFound`` if unknown)."""
+        held = standing(self.queue, item_id, labeler, self.clock())
+        return held.leased or held.outcome is not None
+
     def skip(self, item_id: str, labeler: str, unsure: bool = False) -> None:
         self.queue.skip(item_id, labeler, now=self.clock(), unsure=unsure)
+        metrics.ANSWERS_TOTAL.labels("unsure" if unsure else "skipped").inc()
 
     def undo(self, labeler: str) -> QueueItem:
         return self.queue.undo(labeler, now=self.clock())

@@ -7,31 +7,33 @@ on ``labels``, by the Label Studio user who made them).
 
 Every endpoint but ``/health`` takes HTTP basic auth: the user name of an activestream
 labeler and that labeler's token (``activestream label token create NAME``) as the
-password, entered as the ML backend's "Basic Auth" in Label Studio. Label Studio
-sends them on ``/setup`` and ``/predict`` itself; for ``/webhook`` they must be an
-``Authorization`` header of the webhook Label Studio creates for the backend, which
-``activestream label studio-connect`` sets (see docs/label-studio.md).
+password, entered as the ML backend's "Basic Auth" in Label Studio; ``doors.py``
+checks it before the body is read. Label Studio sends them on ``/setup`` and
+``/predict`` itself; for ``/webhook`` they must be an ``Authorization`` header of the
+webhook Label Studio creates for the backend, which ``activestream label
+studio-connect`` sets (see docs/label-studio.md). ``/setup`` is refused for any
+Label Studio not listed in ``ACTIVESTREAM_LABEL_STUDIO_URLS``: we send its token
+back there and fetch images from it.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
-from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from fastapi.security import HTTPBasicCredentials
 
 from activestream.errors import InvalidInput, NotFound
+from activestream.labeling.doors import basic, signed_in
 from activestream.labeling.studio_backend import StudioBackend, project_id
-from activestream.labeling.studio_client import StudioError
+from activestream.labeling.studio_client import StudioError, StudioNotAllowed
 from activestream.storage.queue import LeaseConflict
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["Label Studio ML backend"])
-basic = HTTPBasic(auto_error=False, description="an activestream labeler name and its token")
 _create = threading.Lock()
 
 
@@ -44,18 +46,15 @@ def backend(request: Request) -> StudioBackend:
     return state.studio
 
 
-def authenticated(request: Request, creds: Annotated[HTTPBasicCredentials | None, Depends(basic)]) -> str:
-    """The labeler whose name and token came as basic auth; 401 otherwise."""
-    name = creds and request.app.state.service.queue.labeler_for(creds.password)
-    if not name or not secrets.compare_digest(name.encode(), creds.username.encode()):
-        raise HTTPException(401, "HTTP basic auth with an activestream labeler name and its token is required; "
-                                 "set them as the ML backend's Basic Auth in Label Studio",
-                            headers={"WWW-Authenticate": 'Basic realm="activestream"'})
-    if name != request.app.state.service.settings.label_studio_user:
+def authenticated(request: Request, _creds: Annotated[HTTPBasicCredentials | None, Depends(basic)]) -> str:
+    """The Label Studio account the doors let in; any other labeler gets 403."""
+    name = signed_in(request, "basic")
+    account = request.app.state.service.settings.label_studio_user
+    if name != account:
         # The webhook records labels in the names of Label Studio's users: only the one
         # account set up for the integration may speak for them, not any page labeler.
         raise HTTPException(403, f"the ML backend takes only the Label Studio account "
-                                 f"(ACTIVESTREAM_LABEL_STUDIO_USER={request.app.state.service.settings.label_studio_user!r})")
+                                 f"(ACTIVESTREAM_LABEL_STUDIO_USER={account!r})")
     return name
 
 
@@ -71,7 +70,11 @@ def health(studio: Backend) -> dict:
 
 @router.post("/setup", summary="Label Studio connects a project")
 def setup(payload: Payload, studio: Backend, who: Who) -> dict:
-    studio.remember(payload)
+    try:
+        studio.remember(payload)
+    except StudioNotAllowed as e:
+        log.error("Label Studio /setup refused: %s", e)
+        raise HTTPException(403, str(e)) from e
     return {"model_version": _version(studio)}
 
 

@@ -3,9 +3,10 @@
 One :class:`StudioBackend` per labeling service. It keeps the serving classifier
 (the registry's newest promoted version, reloaded when that changes) and, per Label
 Studio project, the address and token Label Studio sent to ``/setup``: the webhook
-names users only by id, and those let us ask Label Studio for the email. They are
-also written to ``<home>/labelstudio.json`` (mode 0600) so events that arrive after
-a restart, before Label Studio calls ``/setup`` again, still resolve.
+names users only by id, and those let us ask Label Studio for the email. Only
+addresses in ``ACTIVESTREAM_LABEL_STUDIO_URLS`` are taken, and checked again on each
+use. They are also written to ``<home>/labelstudio.json`` (mode 0600) so events that
+arrive after a restart, before Label Studio calls ``/setup`` again, still resolve.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import numpy as np
 
 from activestream.errors import InvalidInput, NotFound
 from activestream.labeling import studio_tasks as st
-from activestream.labeling.studio_client import StudioClient, StudioError
+from activestream.labeling.studio_client import StudioClient, StudioError, StudioNotAllowed, allowed_url
 from activestream.learners.classifier import Classifier
 from activestream.learners.models import ModelSpec
 from activestream.learners.preprocess import decode_image
+from activestream.storage.decisions import in_force
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +59,13 @@ class StudioBackend:
 
     # -- the serving model --------------------------------------------------------------------
     def serving_version(self) -> int | None:
-        meta = self.service.registry.latest(self.service.settings.model_name, "promoted")
+        meta = in_force(self.service.registry, self.service.settings.model_name)
         return None if meta is None else meta.version
 
     def classifier(self) -> Classifier:
-        """The newest promoted version, loaded (sha256-checked) once per version."""
+        """The version in force, loaded (sha256-checked) once per version."""
         name = self.service.settings.model_name
-        meta = self.service.registry.latest(name, "promoted")
+        meta = in_force(self.service.registry, name)
         if meta is None:
             raise NotFound(f"model {name!r} has no promoted version yet; nothing can predict")
         with self._lock:
@@ -83,12 +85,10 @@ class StudioBackend:
                 pass
         if inline is not None or ref is None:
             return inline
-        conn = self._connection(project)
-        if conn is None:
-            return None
         try:
-            return StudioClient(conn["hostname"], conn["token"]).download(ref, self.service.settings.max_image_bytes)
-        except (StudioError, NotFound) as e:
+            client = self._client(project)
+            return client.download(ref, self.service.settings.max_image_bytes) if client else None
+        except (StudioError, StudioNotAllowed, NotFound) as e:
             log.warning("cannot fetch %s from Label Studio: %s", ref, e)
             return None
 
@@ -107,7 +107,7 @@ class StudioBackend:
             if png is None:
                 continue
             try:
-                arrays.append(decode_image(png, clf.spec))
+                arrays.append(decode_image(png, clf.spec, self.service.settings.max_pixels))
                 rows.append(row)
             except InvalidInput as e:
                 log.warning("Label Studio task %d: cannot predict (%s)", row, e)
@@ -136,15 +136,20 @@ class StudioBackend:
         return self.connections_
 
     def remember(self, setup: Mapping) -> None:
-        """Keep the address and token of the Label Studio project that called ``/setup``."""
+        """Keep the address and token of the Label Studio project that called ``/setup``.
+
+        Raises :class:`StudioNotAllowed` for an address that is not a configured Label
+        Studio: we would send its token there and fetch images from it.
+        """
         project, host, token = project_id(setup.get("project")), setup.get("hostname"), setup.get("access_token")
         if project is None or not isinstance(host, str) or not isinstance(token, str) or not host or not token:
             return
+        known_url = self._allowed(host)
         with self._lock:
             known = self._connections()
-            if known.get(project) == {"hostname": host, "token": token}:
+            if known.get(project) == {"hostname": known_url, "token": token}:
                 return
-            known[project] = {"hostname": host, "token": token}
+            known[project] = {"hostname": known_url, "token": token}
             path = self._path()
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -152,19 +157,32 @@ class StudioBackend:
                 json.dump({str(k): v for k, v in known.items()}, f)
             os.replace(path.with_suffix(".tmp"), path)
 
-    def _connection(self, project: int | None) -> dict | None:
+    def _allowed(self, host: object) -> str:
+        """The configured spelling of ``host``; checked on every use, so removing a URL takes effect at once."""
+        url = allowed_url(host, self.service.settings.label_studio_urls)
+        if url is None:
+            raise StudioNotAllowed(f"Label Studio at {str(host)[:200]!r} is not one this service may talk to; "
+                                   "add its base URL to ACTIVESTREAM_LABEL_STUDIO_URLS (comma-separated)")
+        return url
+
+    def _client(self, project: int | None) -> StudioClient | None:
+        """A client of the project's Label Studio (from its ``/setup``); ``None`` if it never called."""
         with self._lock:
-            return self._connections().get(project) if project is not None else None
+            conn = self._connections().get(project) if project is not None else None
+        return None if conn is None else StudioClient(self._allowed(conn["hostname"]), conn["token"])
 
     def user(self, project: int | None, user_id: int) -> str | None:
         """A Label Studio user's email, asked of the project's Label Studio; cached."""
         key = (project or 0, user_id)
         if key in self.users_:
             return self.users_[key]
-        conn = self._connection(project)
-        if conn is None:
+        try:
+            client = self._client(project)
+        except StudioNotAllowed as e:
+            raise StudioError(str(e)) from e
+        if client is None:
             return None
-        email = StudioClient(conn["hostname"], conn["token"]).user_email(user_id)
+        email = client.user_email(user_id)
         if email:
             self.users_[key] = email
         return email

@@ -12,22 +12,79 @@ import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-from activestream.errors import ActivestreamError, NotFound
+from activestream.errors import ActivestreamError, ConfigError, NotFound
+
+SCHEMES = {"http": 80, "https": 443}
 
 
 class StudioError(ActivestreamError):
     """Label Studio refused a request or could not be reached."""
 
 
+class StudioNotAllowed(ActivestreamError):
+    """A Label Studio address that is not one of ``ACTIVESTREAM_LABEL_STUDIO_URLS``."""
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Downloads stay on Label Studio: a redirect elsewhere is an error, not followed."""
+    """Requests stay on Label Studio: a redirect elsewhere would carry its token there."""
 
     def redirect_request(self, *args, **kwargs):
         return None
 
 
-_download = urllib.request.build_opener(_NoRedirect)
+def _opener() -> urllib.request.OpenerDirector:
+    """HTTP(S) only: urllib's default opener also reads ``file:``, ``ftp:`` and ``data:`` URLs."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+                    urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPErrorProcessor(), _NoRedirect()):
+        opener.add_handler(handler)
+    return opener
+
+
+_http = _opener()
+
+
+def base_url(url: str) -> str:
+    """``url`` as one spelling (``scheme://host:port/path``), so two spellings of one Label Studio compare equal.
+
+    >>> base_url("HTTP://LocalHost/ls/")
+    'http://localhost:80/ls'
+    """
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port or SCHEMES.get(parts.scheme.lower())
+    except ValueError:
+        port = None
+    if (parts.scheme.lower() not in SCHEMES or not parts.hostname or port is None or "@" in parts.netloc
+            or parts.query or parts.fragment):
+        raise ConfigError(f"{url[:200]!r} is not a Label Studio base URL: give http(s)://host[:port][/path], "
+                          "without user, query or fragment")
+    return f"{parts.scheme.lower()}://{parts.hostname}:{port}{parts.path.rstrip('/')}"
+
+
+def studio_urls(setting: str) -> list[str]:
+    """The Label Studio base URLs of a comma-separated setting (``ACTIVESTREAM_LABEL_STUDIO_URLS``).
+
+    >>> studio_urls("http://127.0.0.1:8080, https://ls.example.com")
+    ['http://127.0.0.1:8080', 'https://ls.example.com:443']
+    """
+    return [base_url(u) for u in setting.split(",") if u.strip()]
+
+
+def allowed_url(url: object, setting: str) -> str | None:
+    """The entry of ``setting`` (comma-separated base URLs) that ``url`` names, as configured; else ``None``.
+
+    >>> allowed_url("HTTP://127.0.0.1:8080/", "http://127.0.0.1:8080"), allowed_url("file:///etc", "")
+    ('http://127.0.0.1:8080', None)
+    """
+    try:
+        wanted = base_url(url) if isinstance(url, str) else None
+    except ConfigError:
+        return None
+    entries = [u.strip().rstrip("/") for u in setting.split(",") if u.strip()]
+    return next((u for u in entries if base_url(u) == wanted), None)
 
 
 @dataclass(frozen=True)
@@ -38,13 +95,16 @@ class StudioClient:
     token: str
     timeout: float = 10.0
 
+    def __post_init__(self):
+        base_url(self.url)  # http(s) only: never a file or any other kind of URL
+
     def request(self, method: str, path: str, body: object = None) -> object:
         """JSON in, JSON out; ``NotFound`` on 404, :class:`StudioError` on any other failure."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url.rstrip("/") + path, data=data, method=method, headers={
             "Authorization": f"Token {self.token}", "Content-Type": "application/json", "Accept": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with _http.open(req, timeout=self.timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
             detail = e.read()[:500].decode(errors="replace")
@@ -72,7 +132,7 @@ class StudioClient:
             raise StudioError(f"image {ref[:100]!r} is not on Label Studio at {self.url}; it is not fetched")
         req = urllib.request.Request(base + ref, headers={"Authorization": f"Token {self.token}"})
         try:
-            with _download.open(req, timeout=self.timeout) as resp:
+            with _http.open(req, timeout=self.timeout) as resp:
                 data = resp.read(max_bytes + 1)
         except (urllib.error.URLError, OSError) as e:
             raise StudioError(f"cannot fetch {ref} from Label Studio at {self.url} ({e})") from e

@@ -180,8 +180,9 @@ def chosen_class(result: object, classes: Sequence[str]) -> int | None:
     """
     if not isinstance(result, list):
         raise InvalidInput("bad_annotation", f"annotation result must be a list, got {type(result).__name__}")
-    picked = [c for r in result if isinstance(r, Mapping) and r.get("type") == "choices"
-              for c in (r.get("value") or {}).get("choices") or []]
+    values = [r.get("value") for r in result if isinstance(r, Mapping) and r.get("type") == "choices"]
+    lists = [v.get("choices") for v in values if isinstance(v, Mapping)]
+    picked = [c for choices in lists if isinstance(choices, list) for c in choices if isinstance(c, str)]
     if not picked:
         return None
     if len(set(picked)) > 1:
@@ -250,6 +251,9 @@ def label_from_event(event: Mapping, classes: Sequence[str],
     """The label a Label Studio webhook event carries; ``None`` for events that carry none.
 
     Only ``ANNOTATION_CREATED`` and ``ANNOTATION_UPDATED`` on our tasks give labels.
+    The annotator is the user id only, resolved by ``users`` (the project's Label
+    Studio): an email written into the payload would let whoever sends the event
+    name any labeler.
 
     >>> event = {"action": "ANNOTATION_CREATED", "task": {"id": 9, "data": {"activestream_id": "img-1"}},
     ...          "annotation": {"id": 4, "completed_by": 2, "result": [
@@ -263,7 +267,9 @@ def label_from_event(event: Mapping, classes: Sequence[str],
     annotation = event.get("annotation")
     if item_id is None or not isinstance(annotation, Mapping):
         return None
-    return annotation_label(item_id, annotation, classes, users)
+    by = annotation.get("completed_by")
+    by_id = by.get("id") if isinstance(by, Mapping) else by
+    return annotation_label(item_id, {**annotation, "completed_by": by_id}, classes, users)
 
 
 def task_images(tasks: Iterable[object]) -> list[tuple[str | None, bytes | None, str | None]]:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from activestream.errors import IntegrityError
 from activestream.learners.models import ModelSpec, build_model
 from activestream.learners.preprocess import to_tensor
 
@@ -21,6 +22,39 @@ def resolve_device(device: str = "auto") -> torch.device:
 def state_arrays(model: nn.Module) -> dict[str, np.ndarray]:
     """The model's weights as numpy arrays (what the registry stores)."""
     return {k: v.detach().cpu().contiguous().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def _mismatch(spec: ModelSpec, expected: dict[str, tuple], got: dict[str, tuple]) -> str | None:
+    """What keeps weights of shapes ``got`` out of ``spec``'s network (shapes ``expected``); None if nothing."""
+    heads = [k for k, shape in expected.items() if k.endswith("weight") and shape[:1] == (spec.num_classes,)]
+    head = heads[-1] if heads else None
+    if head in got and got[head][:1] != expected[head][:1]:
+        return f"the spec names {spec.num_classes} classes but the weights' output layer {head} has {got[head][0]}"
+    missing, extra = [k for k in expected if k not in got], [k for k in got if k not in expected]
+    if missing or extra:
+        parts = [f"{len(missing)} of its tensors are missing ({', '.join(missing[:3])})"] if missing else []
+        parts += [f"{len(extra)} tensors are not its own ({', '.join(extra[:3])})"] if extra else []
+        return f"the weights are not a {spec.arch} network: {' and '.join(parts)}"
+    wrong = [f"{k} is {list(got[k])}, not {list(shape)}" for k, shape in expected.items() if got[k] != shape]
+    return f"tensor shapes differ from a {spec.arch} network's: {'; '.join(wrong[:3])}" if wrong else None
+
+
+def _shape(array) -> tuple:
+    # Scalars (BatchNorm's counters) come back from safetensors as [1]; torch loads them as [].
+    return tuple(array.shape) or (1,)
+
+
+def _load_weights(model: nn.Module, spec: ModelSpec, arrays: dict[str, np.ndarray]) -> None:
+    expected = {k: _shape(v) for k, v in model.state_dict().items()}
+    problem = _mismatch(spec, expected, {k: _shape(np.asarray(v)) for k, v in arrays.items()})
+    fix = "re-register the weights with the spec they were trained with"
+    if problem:
+        raise IntegrityError(f"model weights do not fit their spec ({spec.arch}, {spec.num_classes} classes): "
+                             f"{problem}; {fix}")
+    try:
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise IntegrityError(f"model weights do not fit their spec ({spec.arch}): {e}; {fix}") from e
 
 
 @dataclass
@@ -50,8 +84,9 @@ class Classifier:
     @classmethod
     def from_arrays(cls, spec: ModelSpec, arrays: dict[str, np.ndarray], version: int | None, device: str = "cpu",
                     chunk: int = 0) -> "Classifier":
+        """``IntegrityError``, saying what differs, if the arrays are not weights of ``spec``'s network."""
         model = build_model(spec)
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()})
+        _load_weights(model, spec, arrays)
         return cls(model, spec, version, resolve_device(device), chunk).to_device()
 
     def to_device(self) -> "Classifier":

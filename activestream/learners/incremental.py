@@ -74,16 +74,26 @@ class LearnerPolicy:
 
     >>> LearnerPolicy(retrain_every=100).due(labeled=350, trained_on=250)
     True
+
+    After a drift detection a round is due sooner, once ``early_every`` new labels are in
+    (0: no early rounds):
+
+    >>> policy = LearnerPolicy(retrain_every=100, early_every=30)
+    >>> policy.due(labeled=290, trained_on=250), policy.due(labeled=290, trained_on=250, drift=True)
+    (False, True)
     """
 
     retrain_every: int = 150
     holdout: float = 0.2
     tolerance: float = 0.01
     train: TrainConfig = TrainConfig()
+    early_every: int = 0
 
-    def due(self, labeled: int, trained_on: int) -> bool:
-        """Whether ``labeled`` labels now, against ``trained_on`` at the serving version, call for a round."""
-        return labeled - trained_on >= self.retrain_every
+    def due(self, labeled: int, trained_on: int, drift: bool = False) -> bool:
+        """Whether ``labeled`` labels now, against ``trained_on`` at the serving version, call for a round
+        (``drift``: a detection since the last round asks for an early one)."""
+        need = min(self.early_every, self.retrain_every) if drift and self.early_every > 0 else self.retrain_every
+        return labeled - trained_on >= need
 
     def run(self, serving: Classifier, ids: list[str], images: np.ndarray, labels: np.ndarray,
             eval_sets: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,

@@ -13,6 +13,13 @@ from torch import nn
 
 from activestream.errors import ConfigError
 
+#: How an image of another size is brought to the model's: ``center_crop`` scales it until it
+#: covers the input (its shorter side, for a square input) then cuts the centre out;
+#: ``letterbox`` scales it until it fits inside and pads the rest with the mean colour (zero once
+#: normalised); ``stretch`` scales each side to the input's, changing the aspect ratio. An image of
+#: the input's exact size passes through all three unchanged.
+RESIZE_POLICIES = ("center_crop", "letterbox", "stretch")
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -23,6 +30,11 @@ class ModelSpec:
     True
     >>> build_model(spec)(torch.zeros(3, 1, 28, 28)).shape
     torch.Size([3, 2])
+
+    A version stored before the resize policy existed loads with the default:
+
+    >>> ModelSpec.from_dict({k: v for k, v in spec.to_dict().items() if k != "resize"}).resize
+    'center_crop'
     """
 
     arch: str
@@ -32,6 +44,11 @@ class ModelSpec:
     width: int
     mean: tuple[float, ...] = field(default=(0.5,))
     std: tuple[float, ...] = field(default=(0.5,))
+    resize: str = "center_crop"  # one of RESIZE_POLICIES
+
+    def __post_init__(self):
+        if self.resize not in RESIZE_POLICIES:
+            raise ConfigError(f"unknown resize policy {self.resize!r}: use one of {', '.join(RESIZE_POLICIES)}")
 
     @property
     def num_classes(self) -> int:
@@ -135,18 +152,25 @@ def _adapt_first_conv(model: nn.Module, channels: int) -> None:
 
 
 def pretrained_state(arch: str, weights: str) -> dict[str, torch.Tensor]:
-    """Pretrained weights for a torchvision backbone, from a local safetensors file or torchvision's hub.
+    """Pretrained weights for a backbone, from a local file or torchvision's hub.
 
-    ``weights`` is a path to a ``.safetensors`` file, or a torchvision weights name
-    (``"DEFAULT"``, ``"IMAGENET1K_V1"``) for machines that can reach the internet.
+    ``weights`` is a path to a safetensors or PyTorch state-dict file (read without
+    unpickling anything but tensors), or a torchvision weights name (``"DEFAULT"``,
+    ``"IMAGENET1K_V1"``) for machines that can reach the internet.
     """
-    if weights.endswith(".safetensors"):
-        from safetensors.torch import load_file
+    from pathlib import Path
 
-        return load_file(weights)
+    if Path(weights).suffix in (".safetensors", ".pt", ".pth", ".bin") or Path(weights).exists():
+        from activestream.learners.weights import read_state
+
+        return read_state(weights)
     import torchvision
 
-    return torchvision.models.get_weight(f"{_weights_enum(arch)}.{weights}").get_state_dict(progress=False)
+    try:
+        return torchvision.models.get_weight(f"{_weights_enum(arch)}.{weights}").get_state_dict(progress=False)
+    except (ValueError, KeyError, AttributeError) as e:
+        raise ConfigError(f"{weights!r} is neither a weights file nor a torchvision weights name of {arch} "
+                          "(DEFAULT, IMAGENET1K_V1 ...)") from e
 
 
 def _weights_enum(arch: str) -> str:

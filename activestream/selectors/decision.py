@@ -23,7 +23,7 @@ import numpy as np
 from activestream.errors import InvalidInput
 from activestream.selectors.base import validate_scores
 
-REASONS = ("audit", "uncertain", "")
+REASONS = ("audit", "uncertain", "drift", "")
 
 
 @dataclass(frozen=True, eq=False)

@@ -40,6 +40,12 @@ _FLAGS = {  # flag -> (SimConfig field, type, help)
     "--estimate-window": (int, "images behind each accuracy estimate"),
     "--arch": (str, "lenet (default), small_cnn or a torchvision classifier name"),
     "--device": (str, "auto (CUDA when present), cpu or cuda"),
+    "--drift-detectors": (str, "river detectors on confidence, class mix, embeddings and audit errors: "
+                               "adwin,page_hinkley,kswin (default) or none"),
+    "--drift-run-length": (float, "images between false alarms the detectors' thresholds aim at (500000)"),
+    "--drift-factor": (float, "budget multiplier after a detection (default 1: no boost)"),
+    "--drift-images": (int, "images a budget boost lasts (2000)"),
+    "--drift-early": (int, "new labels that make an early learner round after a detection (default 0: none)"),
 }
 
 
@@ -79,7 +85,13 @@ def config_from(args: argparse.Namespace, **extra) -> SimConfig:
         import os
 
         values["data_dir"] = os.environ.get("ACTIVESTREAM_DATA_DIR") or default_data_dir()
-    return SimConfig(**{k: v for k, v in values.items() if v is not None})
+    config = SimConfig(**{k: v for k, v in values.items() if v is not None})
+    from activestream.simulation.datasets import check_dataset
+
+    # Before any model is built: a wrong name or folder fails in a second, not after the seed.
+    for name in ("mnist", "usps") if config.scenario == "mnist-usps" else (config.dataset,):
+        check_dataset(name, config.data_dir)
+    return config
 
 
 def _out(args, kind: str) -> Path:

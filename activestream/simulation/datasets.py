@@ -21,6 +21,7 @@ FASHION_CLASSES = (
 )
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 DATASETS = ("fashion-mnist", "mnist", "usps", "digits")
+_FIX_DIR = "point --data-dir (ACTIVESTREAM_DATA_DIR) at the folder holding the datasets"
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def _idx_dataset(name: str, folder: Path, classes: tuple[str, ...]) -> Dataset:
         for candidate in (folder / f"{stem}.gz", folder / stem):
             if candidate.exists():
                 return read_idx(candidate)
-        raise ConfigError(f"{name}: {folder / stem}.gz not found; set ACTIVESTREAM_DATA_DIR to the datasets folder")
+        raise ConfigError(f"{name}: {folder / stem}.gz not found; {_FIX_DIR}")
 
     return Dataset(
         name, classes,
@@ -73,7 +74,7 @@ def _idx_dataset(name: str, folder: Path, classes: tuple[str, ...]) -> Dataset:
 def _usps(folder: Path) -> Dataset:
     path = folder / "usps.npz"
     if not path.exists():
-        raise ConfigError(f"usps: {path} not found; set ACTIVESTREAM_DATA_DIR to the datasets folder")
+        raise ConfigError(f"usps: {path} not found; {_FIX_DIR}")
     with np.load(path) as z:
         def to_u8(x: np.ndarray) -> np.ndarray:
             return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
@@ -95,12 +96,50 @@ def _digits(seed: int = 0) -> Dataset:
 
 
 def resolve_name(name: str, data_dir: str | None) -> str:
-    """``auto`` means Fashion-MNIST when the data folder has it, else the bundled digits."""
+    """``auto`` means Fashion-MNIST when a data folder is set, the bundled digits when none is.
+
+    A data folder that is set but lacks Fashion-MNIST is an error, not a quiet switch to
+    digits: whoever names a folder expects its data to be used.
+    """
     if name != "auto":
         return name
-    if data_dir and (Path(data_dir) / "fashion-mnist").is_dir():
-        return "fashion-mnist"
-    return "digits"
+    if not data_dir:
+        return "digits"
+    if not (Path(data_dir) / "fashion-mnist").is_dir():
+        raise ConfigError("--dataset auto reads Fashion-MNIST from the data folder (--data-dir, "
+                          f"ACTIVESTREAM_DATA_DIR), but {Path(data_dir) / 'fashion-mnist'} is missing; put it there, point --data-dir "
+                          "elsewhere, or choose --dataset (digits needs no folder)")
+    return "fashion-mnist"
+
+
+def check_dataset(name: str, data_dir: str | None) -> str:
+    """The dataset ``name`` resolves to, once its files are known to be there (nothing is read).
+
+    >>> check_dataset("auto", None)
+    'digits'
+    """
+    if name != "digits" and data_dir and not Path(data_dir).is_dir():  # digits need no folder
+        raise ConfigError(f"--data-dir {data_dir} is not a folder; {_FIX_DIR}")
+    resolved = resolve_name(name, data_dir)
+    if resolved == "digits":
+        return resolved
+    if resolved not in DATASETS:
+        raise ConfigError(f"unknown --dataset {name!r}; choose one of {', '.join(DATASETS)} or auto")
+    if not data_dir:
+        raise ConfigError(f"--dataset {resolved} needs a data folder: give --data-dir (ACTIVESTREAM_DATA_DIR), "
+                          "or use the bundled --dataset digits")
+    for path in _files(resolved, Path(data_dir)):
+        if not (path.is_file() or path.with_name(f"{path.name}.gz").is_file()):
+            raise ConfigError(f"{resolved}: {path.name} not found in {path.parent}; {_FIX_DIR}")
+    return resolved
+
+
+def _files(name: str, data_dir: Path) -> list[Path]:
+    """The files dataset ``name`` is read from (each may also be gzip'd, ending in .gz)."""
+    if name == "usps":
+        return [data_dir / "usps" / "usps.npz"]
+    return [data_dir / name / f"{split}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
+            for split in ("train", "t10k") for kind in ("images", "labels")]
 
 
 def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
@@ -110,13 +149,9 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     >>> ds.train_x.shape[1:], ds.train_x.dtype, len(ds.classes)
     ((8, 8), dtype('uint8'), 10)
     """
-    name = resolve_name(name, data_dir)
+    name = check_dataset(name, data_dir)
     if name == "digits":
         return _digits()
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} or auto")
-    if not data_dir:
-        raise ConfigError(f"{name} needs a data folder: set ACTIVESTREAM_DATA_DIR (or use the bundled 'digits')")
     folder = Path(data_dir) / ("usps" if name == "usps" else name)
     if name == "usps":
         return _usps(folder)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from activestream.drift import make_monitor
 from activestream.errors import ConfigError
 from activestream.learners.classifier import Classifier
 from activestream.learners.incremental import LearnerPolicy, split_holdout
@@ -65,6 +66,11 @@ class SimConfig:
     arch: str = "lenet"
     device: str = "auto"
     seed: int = 0
+    drift_detectors: str = "adwin,page_hinkley,kswin"  # "none": no drift detection
+    drift_run_length: float = 500_000.0  # images between false alarms the thresholds aim at
+    drift_factor: float = 1.0     # budget multiplier after a detection (1: no boost)
+    drift_images: int = 2000      # images a boost lasts
+    drift_early: int = 0          # new labels that make an early learner round after a detection (0: none)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -73,7 +79,23 @@ class SimConfig:
 def learner_policy(c: SimConfig) -> LearnerPolicy:
     return LearnerPolicy(c.retrain_every, c.holdout, c.tolerance,
                          TrainConfig(epochs=c.epochs, min_steps=c.min_steps, max_steps=c.max_steps,
-                                     learning_rate=c.learning_rate, seed=c.seed, cosine=c.cosine))
+                                     learning_rate=c.learning_rate, seed=c.seed, cosine=c.cosine),
+                         early_every=c.drift_early)
+
+
+def watch(monitor, tally: Tally, policy, probs: np.ndarray, embeddings, version: int, start: int, now: int) -> bool:
+    """Feed the drift monitor a batch and the audit labels that arrived; record and act on
+    detections (a budget boost). Whether anything was detected."""
+    if monitor is None:
+        return False
+    monitor.observe(version, probs, start, embeddings)
+    events = list(monitor.events_)
+    monitor.observe_audit(version, tally.audit_errors(version), now)
+    events += monitor.events_
+    tally.drift(events)
+    if events and hasattr(policy, "drift_detected"):
+        policy.drift_detected()
+    return bool(events)
 
 
 def train_seed(scenario: Scenario, c: SimConfig, labels: np.ndarray) -> Classifier:
@@ -87,11 +109,11 @@ def train_seed(scenario: Scenario, c: SimConfig, labels: np.ndarray) -> Classifi
     return model
 
 
-def _outputs(model: Classifier, x: np.ndarray, policy, labeler, pseudo, c: SimConfig):
+def _outputs(model: Classifier, x: np.ndarray, policy, labeler, pseudo, c: SimConfig, embed: bool = False):
     probs = model.predict_proba(x)
     votes = labeler.needs_votes or getattr(pseudo, "needs_votes", False)
     samples = model.sample_proba(x, c.mc_samples, seed=c.seed) if policy.needs_samples or votes else None
-    embeddings = model.embed(x) if policy.needs_embeddings else None
+    embeddings = model.embed(x) if policy.needs_embeddings or embed else None
     return probs, samples, embeddings
 
 
@@ -103,7 +125,9 @@ def simulate(c: SimConfig, *, policy: SelectionPolicy | None = None, scenario: S
                                           seed_size=c.seed_size, seed=c.seed, test_size=c.test_size)
     classes = len(scenario.dataset.classes)
     policy = policy or make_policy(c.strategy, budget=c.budget, window=c.window, audit_share=c.audit_share,
-                                   seed=c.seed)
+                                   seed=c.seed, drift_factor=c.drift_factor, drift_images=c.drift_images)
+    monitor = make_monitor(c.drift_detectors, run_length=c.drift_run_length, seed=c.seed)
+    watch_embeddings = monitor is not None and "embedding" in monitor.signals
     labeler = make_labeler(c.labeler, classes=classes, delay=c.label_delay, seed=c.seed)
     pseudo = make_labeler(c.pseudo, classes=classes, seed=c.seed) if c.pseudo else None
     if pseudo is not None and pseudo.kind != "pseudo":
@@ -115,11 +139,13 @@ def simulate(c: SimConfig, *, policy: SelectionPolicy | None = None, scenario: S
     tally = Tally(scenario, c, seed_labels)
     tally.checkpoint(serving, 0)
     counts_pseudo = labeler.kind == "pseudo"
-    trained_on, last_round = tally.label_count(counts_pseudo), 0
+    trained_on, last_round, early = tally.label_count(counts_pseudo), 0, False
     for start in range(0, len(scenario.y), c.batch):
         stop = min(start + c.batch, len(scenario.y))
         x, keys = scenario.x[start:stop], list(scenario.ids[start:stop])
-        probs, samples, embeddings = _outputs(serving, x, policy, labeler, pseudo, c)
+        if start and scenario.phase[stop - 1] != scenario.phase[start - 1]:
+            tally.checkpoint(serving, start, phase=int(scenario.phase[stop - 1]))  # what the shift costs, at once
+        probs, samples, embeddings = _outputs(serving, x, policy, labeler, pseudo, c, embed=watch_embeddings)
         view = samples if policy.needs_samples else probs
         selection = policy.select(view, embeddings, keys)
         policy.commit(view, embeddings, keys, selection)
@@ -135,10 +161,13 @@ def simulate(c: SimConfig, *, policy: SelectionPolicy | None = None, scenario: S
             answers = pseudo.answer(np.zeros(passed.size, dtype=np.int64), probs[passed], votes)  # no truth
             tally.request(start + passed, answers, pseudo, serving.version, probs[passed].max(axis=1), stop)
         tally.deliver(stop)
-        if stop - last_round >= c.round_gap and rounds.due(tally.label_count(counts_pseudo), trained_on):
+        early |= watch(monitor, tally, policy, probs, embeddings, serving.version, start, stop - 1) and c.drift_early > 0
+        # an early round does not wait out the round gap: the learner drops what it waits for
+        if ((stop - last_round >= c.round_gap or early)
+                and rounds.due(tally.label_count(counts_pseudo), trained_on, drift=early)):
             ids, images, labels, trusted = tally.training_set()
             result = rounds.run(serving, ids, images, labels, trusted=trusted)
-            trained_on, last_round = tally.label_count(counts_pseudo), stop
+            trained_on, last_round, early = tally.label_count(counts_pseudo), stop, False
             if result.promote:
                 result.model.version = serving.version + 1
                 serving = result.model

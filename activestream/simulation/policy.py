@@ -48,6 +48,7 @@ import numpy as np
 
 from activestream.errors import ConfigError
 from activestream.selectors import AdaptiveBudget, BudgetManager, DiversityFilter, Selector, make_selector
+from activestream.selectors.boost import DriftBoost
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,11 @@ class BudgetPolicy:
         if self.diversity is not None:
             self.diversity.update(embeddings, decision)
 
+    def drift_detected(self) -> None:
+        """A drift detector fired: a boosted budget (:class:`DriftBoost`) raises its spend."""
+        if isinstance(self.budget, DriftBoost):
+            self.budget.trigger()
+
     def model_changed(self) -> None:
         """A new model version serves: forget embeddings of the old one."""
         if self.diversity is not None:
@@ -154,13 +160,15 @@ class LabelNothing:
 
 
 def make_policy(strategy: str, *, budget: float, window: int = 1000, audit_share: float = 0.1,
-                seed: int = 0) -> SelectionPolicy:
+                seed: int = 0, drift_factor: float = 1.0, drift_images: int = 0) -> SelectionPolicy:
     """Our policy for ``NAME[/OPTION...]``: ``all``, ``none`` or any selector name (random included).
 
     Options shape the budget as the streaming selector's settings do: ``quota:SHARE``
     (largest share of a window's target one predicted class may take), ``cap:N``
     (hard cap per window), ``diverse:RADIUS`` (skip near-duplicates of recent picks,
-    cosine distance in the embedding space).
+    cosine distance in the embedding space). With ``drift_factor > 1`` and
+    ``drift_images > 0`` the budget is a :class:`DriftBoost`: after a drift detection
+    it spends ``drift_factor`` times as much for ``drift_images`` images.
 
     >>> make_policy("margin/quota:0.2/diverse:0.05", budget=0.1).needs_embeddings
     True
@@ -191,6 +199,7 @@ def make_policy(strategy: str, *, budget: float, window: int = 1000, audit_share
         except ValueError:
             raise ConfigError(f"option {option!r} in strategy {strategy!r} needs a number") from None
     kwargs = {"seed": seed} if name == "random" else {}
-    return BudgetPolicy(make_selector(name, **kwargs),
-                        AdaptiveBudget(budget, window=window, audit_share=audit_share, seed=seed, **extra),
-                        strategy, diversity=diversity)
+    manager = AdaptiveBudget(budget, window=window, audit_share=audit_share, seed=seed, **extra)
+    if drift_factor > 1 and drift_images > 0:
+        manager = DriftBoost(manager, factor=drift_factor, images=drift_images)
+    return BudgetPolicy(make_selector(name, **kwargs), manager, strategy, diversity=diversity)

@@ -42,20 +42,43 @@ def _plain(value):
 
 
 def run_table(record: dict) -> str:
-    """Markdown: one row per checkpoint with the three accuracy estimates beside the truth."""
-    rows = ["| images | labels | pseudo | version | test accuracy | audit (95% CI) | IPW | naive (all labels) |",
-            "| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+    """Markdown: one row per checkpoint with the accuracy estimates beside the truth.
+
+    Label-free estimates (CBPE, ATC) marked ``*`` were made before calibration: the raw
+    average confidence, and no ATC.
+    """
+    rows = ["| images | labels | pseudo | version | test accuracy | truth on traffic | audit (95% CI) | IPW "
+            "| naive (all labels) | label-free CBPE (95% CI) | ATC |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: |"]
     for c in record["checkpoints"]:
         a, i, n = c.get("audit"), c.get("ipw"), c.get("naive")
-        audit = f"{a['value']:.3f} [{a['low']:.3f}, {a['high']:.3f}] n={a['n']}" if a and a["n"] else "-"
+        raw = "" if c.get("calibrated", True) else "*"
         rows.append(f"| {c['images']} | {c['labels']} | {c['pseudo']} | {c['version']} | {c['test_accuracy']:.4f} "
-                    f"| {audit} | {_val(i)} | {_val(n)} |")
+                    f"| {_num(c.get('truth_traffic'))} | {_ci(a)} | {_val(i)} | {_val(n)} | {_ci(c.get('cbpe'))}{raw} "
+                    f"| {_val(c.get('atc'))} |")
     s = record
     head = (f"final test accuracy {s['final_accuracy']:.4f}; {s['labels']} human labels, {s['pseudo_labels']} "
             f"pseudo-labels (precision {s['pseudo_precision']:.3f}); requests per {s['config']['window']} images: "
             f"{_spread(s['window_requests'])} against {s['window_target']:.0f}; audit interval covered the truth "
-            f"at {s['audit_coverage']:.0%} of checkpoints")
+            f"at {s['audit_coverage']:.0%} of checkpoints{_errors(s.get('estimate_error'))}; {drift_line(s)}")
     return head + "\n\n" + "\n".join(rows) + "\n"
+
+
+def _errors(found: dict | None) -> str:
+    if not found:
+        return ""
+    parts = [f"{part} ({e['checkpoints']} checkpoints): " + ", ".join(
+        f"{k} {e[k]:.3f}" for k in ("audit", "ipw", "cbpe", "atc") if not math.isnan(e[k]))
+        for part, e in found.items() if e["checkpoints"]]
+    return "; mean absolute error against the truth on traffic, " + "; ".join(parts) if parts else ""
+
+
+def _ci(e) -> str:
+    return f"{e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}] n={e['n']}" if e and e["n"] else "-"
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _val(e) -> str:
@@ -68,12 +91,7 @@ def _spread(values: list[int]) -> str:
 
 def plot(records_by_arm: dict[str, list[dict]], path: Path, title: str) -> None:
     """Mean test accuracy against labels spent, one line per arm, a band of +-1 std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = _figure()
     budgeted = [r["labels"] for recs in records_by_arm.values() for r in recs if r["policy"] != "all"]
     right = max(budgeted) if budgeted and max(budgeted) > 0 else max(r["labels"] for recs in records_by_arm.values()
                                                                         for r in recs)
@@ -84,8 +102,46 @@ def plot(records_by_arm: dict[str, list[dict]], path: Path, title: str) -> None:
         line, = ax.plot(grid, mean, label=arm)
         if len(recs) > 1:
             ax.fill_between(grid, mean - ys.std(axis=0), mean + ys.std(axis=0), color=line.get_color(), alpha=0.15)
-    ax.set_xlabel("human labels spent on the stream")
-    ax.set_ylabel("test accuracy")
+    if len(records_by_arm) == 1:
+        _mark_drift(ax, next(iter(records_by_arm.values())))
+    _save(fig, ax, "human labels spent on the stream", "test accuracy", title, path)
+
+
+def plot_estimates(record: dict, path: Path, title: str) -> None:
+    """Accuracy on traffic at each checkpoint: the truth, the audit estimate and the label-free
+    ones (CBPE with its 95% band; hollow markers before calibration), against images streamed."""
+    rows = [c for c in record["checkpoints"] if "truth_traffic" in c]
+    fig, ax = _figure()
+    x = [c["images"] for c in rows]
+    ax.plot(x, [c["truth_traffic"] for c in rows], "k-", label="truth on traffic")
+    for key, style in (("audit", "C0o--"), ("cbpe", "C1s-"), ("atc", "C2^-")):
+        pts = [(c["images"], c[key]) for c in rows if c.get(key) and c[key]["n"]]
+        if pts:
+            ax.plot([p for p, _ in pts], [e["value"] for _, e in pts], style, label=key, alpha=0.85)
+    band = [(c["images"], c["cbpe"]) for c in rows if c.get("cbpe") and c["cbpe"]["n"]]
+    if band:
+        ax.fill_between([p for p, _ in band], [e["low"] for _, e in band], [e["high"] for _, e in band],
+                        color="C1", alpha=0.15)
+    raw = [(c["images"], c["cbpe"]["value"]) for c in rows if c.get("cbpe") and c["cbpe"]["n"] and not c["calibrated"]]
+    if raw:
+        ax.plot(*zip(*raw), "s", mfc="white", color="C1", label="cbpe before calibration (raw confidence)")
+    _save(fig, ax, "images streamed", "accuracy of the served predictions, last window", title, path)
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a server
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(7, 4.5), dpi=120)
+
+
+def _save(fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -94,12 +150,34 @@ def plot(records_by_arm: dict[str, list[dict]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _mark_drift(ax, records: list[dict]) -> None:
+    """A dotted red line where each version's first drift detection came, for a single run."""
+    if len(records) != 1:
+        return
+    firsts = {}
+    for e in records[0].get("drift_events", []):
+        firsts.setdefault(e["version"], e)
+    for i, e in enumerate(firsts.values()):
+        ax.axvline(e["labels"], color="red", ls=":", lw=1, label="drift detected" if i == 0 else None)
+
+
+def drift_line(record: dict) -> str:
+    events = record.get("drift_events", [])
+    if not events:
+        return "no drift detected"
+    e = events[0]
+    return (f"{len(events)} drift detections, the first at image {e['position']} ({e['detector']} on "
+            f"{e['signal']} of v{e['version']})")
+
+
 def write_run(record: dict, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "run.json", "png": out / "curve.png", "md": out / "run.md"}
+    paths = {"json": out / "run.json", "png": out / "curve.png", "md": out / "run.md",
+             "estimates": out / "estimates.png"}
     write_json(paths["json"], record)
     c = record["config"]
     plot({record["policy"]: [record]}, paths["png"], f"{c['scenario']} {c['dataset']}, seed {c['seed']}")
+    plot_estimates(record, paths["estimates"], f"{c['scenario']} {c['dataset']}, seed {c['seed']}: accuracy on traffic")
     paths["md"].write_text(run_table(record))
     return paths
 

@@ -40,4 +40,5 @@ def bootstrap_seed(dataset: Dataset, indices: np.ndarray, *, store: SampleStore,
     model = fit(Classifier.fresh(spec_for(dataset, arch), device), images[train], labels[train], config)
     metrics = {"train_size": float(train.sum()), "test_accuracy": model.accuracy(dataset.test_x, dataset.test_y)}
     return registry.register(name, state_arrays(model.model), spec=model.spec.to_dict(), parent=None,
-                             train_size=len(ids), metrics=metrics, status="promoted")
+                             train_size=len(ids), metrics=metrics, status="promoted", by="seed",
+                             reason=f"trained on {len(ids)} labeled images of the demo dataset")

@@ -8,11 +8,15 @@ version that made it and a human label of the same item wins.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from activestream.learners.estimates import estimates
+from activestream.learners.label_free import LabelFree
+
+ESTIMATORS = ("audit", "ipw", "cbpe", "atc")  # scored against the truth on traffic in the summary
 
 
 class Tally:
@@ -30,9 +34,15 @@ class Tally:
         self.pseudo: dict[int, tuple[int, int, float]] = {}    # stream index -> (label, version, confidence)
         self.pending: list[tuple[int, np.ndarray, np.ndarray, str, int, np.ndarray]] = []
         self.checkpoints: list[dict] = []
+        self.arrived: list[int] = []                           # stream indices of human labels the last deliver brought
+        self.drift_events: list[dict] = []
         self.rounds: list[dict] = []
         self._models: dict[int, object] = {}
         self._accuracy: dict[tuple[int, int], float] = {}
+        # label-free accuracy sees what the selector worker sees: served probabilities, and
+        # audit answers as they arrive (with the probabilities served for them)
+        self.label_free = LabelFree(window=config.estimate_window)
+        self._audit_probs: dict[int, tuple[np.ndarray, int]] = {}  # index -> (served probabilities, version)
 
     # --- the loop's events -------------------------------------------------------------
     def served(self, start: int, probs: np.ndarray, version: int, selection) -> None:
@@ -42,6 +52,9 @@ class Tally:
         self.selected[start:stop] = selection.selected
         self.probability[start:stop] = selection.probability
         self.reason[start:stop] = list(selection.reason)
+        self.label_free.observe(probs)
+        for i in np.flatnonzero(np.asarray(selection.reason) == "audit").tolist():
+            self._audit_probs[start + i] = (probs[i], version)
 
     def request(self, index: np.ndarray, answers, labeler, version: int, confidence: np.ndarray, now: int) -> None:
         given = answers.given
@@ -49,7 +62,7 @@ class Tally:
                              confidence[given]))
 
     def deliver(self, now: int) -> None:
-        keep = []
+        keep, audits, self.arrived = [], [], []
         for item in self.pending:
             due, index, labels, kind, version, confidence = item
             if due > now:
@@ -58,9 +71,24 @@ class Tally:
             for i, y, p in zip(index.tolist(), labels.tolist(), confidence.tolist()):
                 if kind == "human":
                     self.human[i] = y
+                    if i in self._audit_probs:
+                        audits.append((*self._audit_probs.pop(i), y))
+                    self.arrived.append(i)
                 else:
                     self.pseudo[i] = (y, version, p)
         self.pending = keep
+        if audits:
+            self.label_free.learn(np.stack([p for p, _, _ in audits]), np.array([y for _, _, y in audits]),
+                                  np.array([v for _, v, _ in audits]))
+
+    def audit_errors(self, version: int) -> np.ndarray:
+        """1 where an audit label that just arrived says ``version``'s served prediction was wrong,
+        else 0: labeler answers only, never the stream's truth."""
+        mine = [i for i in self.arrived if self.reason[i] == "audit" and self.served_version[i] == version]
+        return np.array([self.served_pred[i] != self.human[i] for i in mine], dtype=np.float64)
+
+    def drift(self, events) -> None:
+        self.drift_events += [{**dataclasses.asdict(e), "labels": len(self.human)} for e in events]
 
     def label_count(self, pseudo: bool = False) -> int:
         """Labels that call for learner rounds: human ones (as the learner worker counts), or
@@ -96,9 +124,10 @@ class Tally:
             self._accuracy[key] = model.accuracy(x, y)
         return self._accuracy[key]
 
-    def checkpoint(self, model, position: int) -> None:
-        """Measure the serving model and the estimates over the last ``estimate_window`` images."""
-        phase = int(self.scenario.phase[max(0, position - 1)])
+    def checkpoint(self, model, position: int, phase: int | None = None) -> None:
+        """Measure the serving model and the estimates over the last ``estimate_window`` images
+        (on the test set of ``phase``; default: the phase of the last image served)."""
+        phase = int(self.scenario.phase[max(0, position - 1)]) if phase is None else phase
         self._models[model.version] = model
         record = {"images": int(position), "labels": len(self.human),
                   "pseudo": sum(1 for i in self.pseudo if i not in self.human),
@@ -121,7 +150,11 @@ class Tally:
                          for (v, p), n in zip(pairs.tolist(), counts.tolist())) / (hi - lo)
         traffic = float((self.served_pred[lo:hi] == self.scenario.y[lo:hi]).mean())
         found = {k: e.to_dict() for k, e in estimates(correct, audit, self.probability[idx]).items()}
-        return {**found, "truth_test": float(truth_test), "truth_traffic": traffic}
+        # the label-free window is the last estimate_window images too: checkpoints fall on batch ends
+        free = {k: e.to_dict() for k, e in self.label_free.estimate().items()}
+        lf = self.label_free
+        return {**found, **free, "calibrated": lf.calibrated, "temperature": lf.temperature_,
+                "truth_test": float(truth_test), "truth_traffic": traffic}
 
     def windows(self) -> list[int]:
         """Requests per tumbling window of ``config.window`` images (full windows only)."""
@@ -151,6 +184,27 @@ class Tally:
             "window_requests": windows,
             "window_target": target,
             "window_worst": max((abs(r - target) / target for r in windows), default=math.nan) if target else math.nan,
+            "estimate_error": estimate_errors(self.checkpoints, len(self.scenario.y) // 2),
             "checkpoints": self.checkpoints,
             "rounds": self.rounds,
+            "drift_events": self.drift_events,
         }
+
+
+def estimate_errors(checkpoints: list[dict], shift: int) -> dict:
+    """Mean absolute error of each estimate against the truth on traffic, over the checkpoints
+    up to ``shift`` images (``before``) and past it (``after``; the drift scenarios shift
+    halfway), with the checkpoints counted; an estimate with no value at a checkpoint is skipped.
+
+    >>> c = [{"images": 10, "truth_traffic": 0.8, "cbpe": {"value": 0.7, "n": 10}},
+    ...      {"images": 30, "truth_traffic": 0.5, "cbpe": {"value": 0.6, "n": 30}, "audit": {"value": 0.5, "n": 0}}]
+    >>> {k: round(v["cbpe"], 3) for k, v in estimate_errors(c, 20).items()}
+    {'before': 0.1, 'after': 0.1}
+    """
+    out = {}
+    for part, keep in (("before", lambda c: c["images"] <= shift), ("after", lambda c: c["images"] > shift)):
+        rows = [c for c in checkpoints if "truth_traffic" in c and keep(c)]
+        errors = {k: [abs(c[k]["value"] - c["truth_traffic"]) for c in rows if c.get(k) and c[k]["n"]]
+                  for k in ESTIMATORS}
+        out[part] = {k: float(np.mean(v)) if v else math.nan for k, v in errors.items()} | {"checkpoints": len(rows)}
+    return out

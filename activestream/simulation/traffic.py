@@ -17,9 +17,13 @@ def sample_id(dataset: Dataset, split: str, index: int) -> str:
 
 @dataclass(frozen=True)
 class StreamItem:
+    """One image to send: its encoded bytes (PNG in the demo; any PNG, JPEG or WebP) or,
+    instead, a ``uri`` the predictor fetches; ``truth`` only where it is known (simulation)."""
+
     id: str
-    png: bytes
-    truth: int
+    png: bytes | None
+    truth: int | None
+    uri: str | None = None
 
 
 def split_seed(dataset: Dataset, seed_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

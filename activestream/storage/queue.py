@@ -260,9 +260,9 @@ class LabelQueue:
                 # A gold item's first answer is the one that measures the labeler: a
                 # correction (after undo) must not let anyone repair their own score.
                 if prior.label == label or gold:
-                    return Answer(False, gold)
+                    return Answer(False, gold, item.lane, item.created)
                 conn.execute(update(ANSWERS).where(*where).values(label=label, created=self._stamp(conn, labeler, now)))
-                return Answer(True, gold)
+                return Answer(True, gold, item.lane, item.created)
             self._check_free(item, labeler, now)
             values = dict(outcome="labeled", label=label, created=self._stamp(conn, labeler, now))
             if prior is None:
@@ -275,7 +275,7 @@ class LabelQueue:
                                    .values(labeled=ITEMS.c.labeled + (0 if gold else 1), holder=None, until=None))
             if claimed.rowcount != 1:
                 raise LeaseConflict(f"item {item_id!r} was taken by another labeler meanwhile")
-        return Answer(True, gold)
+        return Answer(True, gold, item.lane, item.created)
 
     def skip(self, item_id: str, labeler: str, now: float, unsure: bool = False) -> None:
         """Give a leased item back without a label; the labeler will not be handed it again."""

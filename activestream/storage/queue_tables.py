@@ -79,6 +79,8 @@ class Answer:
 
     changed: bool
     gold: bool
+    lane: str = "normal"
+    queued: float | None = None  # when the item arrived in the queue
 
 
 def token_hash(token: str) -> str:

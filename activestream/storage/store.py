@@ -28,8 +28,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.schema import CreateIndex
 
 from activestream.errors import InvalidInput, NotFound
+from activestream.storage import checkpoints
+from activestream.storage.checkpoints import Checkpoint
 
 __all__ = ["Label", "SampleStore", "Sample", "metadata", "SAMPLES", "LABELS", "PSEUDO_LABELS"]
 
@@ -75,7 +78,8 @@ LABELS = Table(
     Column("labeler", String, primary_key=True),
     Column("label", Integer, nullable=False),
     Column("kind", String, nullable=False, index=True),
-    Column("created", UTCDateTime, nullable=False),
+    # indexed for the newest-labels-first reads of recent_outcomes
+    Column("created", UTCDateTime, nullable=False, index=True),
 )
 PSEUDO_LABELS = Table(
     "pseudo_labels", metadata,
@@ -117,6 +121,7 @@ class Outcome:
     reason: str
     selection_prob: float
     label: int
+    labelled: datetime | None = None  # when its newest human label was given
 
 
 @dataclass(frozen=True)
@@ -272,6 +277,21 @@ def create_tables(meta: MetaData, engine: Engine, attempts: int = 5) -> None:
             time.sleep(0.05 * (attempt + 1))
 
 
+def create_indexes(table: Table, engine: Engine, attempts: int = 5) -> None:
+    """Create ``table``'s declared indexes that it lacks: ``create_all`` adds none to a table
+    that exists, so a store made before an index was declared gets it here."""
+    for attempt in range(attempts):
+        try:
+            with writing(engine), engine.begin() as conn:
+                for index in table.indexes:
+                    conn.execute(CreateIndex(index, if_not_exists=True))
+            return
+        except DBAPIError:  # PostgreSQL: another process created it between the check and the CREATE
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 def _make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
@@ -285,6 +305,9 @@ def _make_engine(url: str) -> Engine:
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
+
+#: What makes a label an outcome: a human answer about a prediction the stream selected.
+_OUTCOME = (LABELS.c.kind == "human", SAMPLES.c.predicted.is_not(None), SAMPLES.c.selection_prob.is_not(None))
 
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
@@ -325,6 +348,8 @@ class SampleStore:
     def create_schema(self) -> None:
         """Create the tables if they do not exist (safe to call from several processes)."""
         create_tables(metadata, self.engine)
+        create_tables(checkpoints.checkpoint_metadata, self.engine)
+        create_indexes(LABELS, self.engine)
 
     def _insert(self, table: Table):
         """An ``INSERT`` that knows ``ON CONFLICT`` in this engine's dialect."""
@@ -340,10 +365,52 @@ class SampleStore:
         with writing(self.engine), self.engine.begin() as conn:
             return sum(len(conn.execute(stmt, batch).all()) for batch in _rounds(rows, key))
 
-    def add_samples(self, samples: Iterable[Sample]) -> int:
-        """Insert samples, ignoring ids already stored; returns how many were new."""
+    def add_samples(self, samples: Iterable[Sample], checkpoint: Checkpoint | None = None) -> int:
+        """Insert samples, ignoring ids already stored; returns how many were new.
+
+        With ``checkpoint``, the stage state it holds is written in the same transaction.
+        """
         stmt = self._insert(SAMPLES).on_conflict_do_nothing(index_elements=["id"])
-        return self._write(stmt.returning(SAMPLES.c.id), _rows(_sample_row, samples, "sample"), ("id",))
+        rows = _rows(_sample_row, samples, "sample")
+        if checkpoint is None:
+            return self._write(stmt.returning(SAMPLES.c.id), rows, ("id",))
+        with writing(self.engine), self.engine.begin() as conn:
+            new = len(conn.execute(stmt.returning(SAMPLES.c.id), rows).all()) if rows else 0
+            checkpoints.write(conn, self._insert, checkpoint)
+            return new
+
+    def checkpoint(self, key: str) -> tuple[bytes, dict] | None:
+        """The state and meta last checkpointed under ``key``; None if there is none."""
+        with self.engine.connect() as conn:
+            return checkpoints.read(conn, key)
+
+    def positions(self, group: str, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The next offset to decide per ``(topic, partition)`` of ``group``; absent when none is known."""
+        with self.engine.connect() as conn:
+            return checkpoints.positions(conn, group, partitions)
+
+    def forget_positions(self, group_prefix: str) -> int:
+        """Drop the stream positions of the consumer groups ``<group_prefix>.*``; returns how many.
+
+        For a broker that starts empty (the embedded one keeps its topics in memory): its
+        offsets start again at 0, and positions kept from the last broker would have the
+        selector take every new image for one it had decided.
+        """
+        with writing(self.engine), self.engine.begin() as conn:
+            return checkpoints.forget_positions(conn, group_prefix)
+
+    def recent_samples(self, limit: int, reasons: Sequence[str]) -> list[Sample]:
+        """The ``limit`` newest samples stored for one of ``reasons``, newest first."""
+        query = (select(SAMPLES).where(SAMPLES.c.reason.in_(list(reasons)))
+                 .order_by(SAMPLES.c.created.desc(), SAMPLES.c.id.desc()).limit(limit))
+        return [Sample(**row._mapping) for row in self._read(query)]
+
+    def samples_by_id(self, ids: Iterable[str]) -> dict[str, Sample]:
+        """The stored samples among ``ids``."""
+        wanted = list(ids)
+        if not wanted:
+            return {}
+        return {row.id: Sample(**row._mapping) for row in self._read(select(SAMPLES).where(SAMPLES.c.id.in_(wanted)))}
 
     def add_labels(self, labels: Iterable[Label]) -> int:
         """Insert labels; same class again changes nothing, a new class from the same labeler replaces it.
@@ -382,13 +449,24 @@ class SampleStore:
         query = select(LABELS).where(LABELS.c.sample_id == sample_id).order_by(LABELS.c.created, LABELS.c.labeler)
         return [Label(**row._mapping) for row in self._read(query)]
 
-    def count_samples(self) -> int:
-        """How many samples are stored."""
-        return self._read(select(func.count()).select_from(SAMPLES))[0][0]
+    def count_samples(self, reasons: Sequence[str] | None = None, since: datetime | None = None) -> int:
+        """How many samples are stored; only those stored for one of ``reasons`` and
+        created at or after ``since``, when given."""
+        query = select(func.count()).select_from(SAMPLES)
+        if reasons is not None:
+            query = query.where(SAMPLES.c.reason.in_(list(reasons)))
+        if since is not None:
+            query = query.where(SAMPLES.c.created >= _utc(since, "since"))
+        return self._read(query)[0][0]
 
     def count_labeled(self, kinds: Sequence[str] = LABEL_KINDS) -> int:
-        """How many distinct samples have at least one label of these kinds."""
-        query = select(func.count(LABELS.c.sample_id.distinct())).where(LABELS.c.kind.in_(list(kinds)))
+        """How many samples :meth:`training_set` holds: stored with an image and labeled
+        at least once with one of these kinds (a label for an id never stored is not one)."""
+        query = (
+            select(func.count(LABELS.c.sample_id.distinct()))
+            .join(SAMPLES, SAMPLES.c.id == LABELS.c.sample_id)
+            .where(SAMPLES.c.blob_key.is_not(None), LABELS.c.kind.in_(list(kinds)))
+        )
         return self._read(query)[0][0]
 
     def training_set(self, kinds: Sequence[str] = LABEL_KINDS) -> list[tuple[str, str, int]]:
@@ -416,19 +494,44 @@ class SampleStore:
 
         The raw material of honest accuracy estimates; ordered by sample id.
         """
+        return self._outcomes()
+
+    def recent_outcomes(self, limit: int, reasons: Sequence[str] | None = None,
+                        since: datetime | None = None) -> list[Outcome]:
+        """:meth:`outcomes` of the samples labelled last: those that the ``limit`` newest human
+        labels (given at or after ``since``, when given) are about, among samples stored for
+        one of ``reasons``; newest label first, each sample once.
+
+        A bounded read however much the store holds: ``limit`` label rows (newest first,
+        by an index), then the labels of at most ``limit`` samples to resolve each one.
+        """
+        newest = (select(LABELS.c.sample_id).join(SAMPLES, SAMPLES.c.id == LABELS.c.sample_id)
+                  .where(*_OUTCOME)
+                  .order_by(LABELS.c.created.desc(), LABELS.c.sample_id.desc(), LABELS.c.labeler.desc())
+                  .limit(limit))
+        if reasons is not None:
+            newest = newest.where(SAMPLES.c.reason.in_(list(reasons)))
+        if since is not None:
+            newest = newest.where(LABELS.c.created >= _utc(since, "since"))
+        ids = list(dict.fromkeys(row.sample_id for row in self._read(newest)))
+        if not ids:
+            return []
+        found = {o.sample_id: o for o in self._outcomes(SAMPLES.c.id.in_(ids))}
+        return [found[s] for s in ids]
+
+    def _outcomes(self, *where) -> list[Outcome]:
         query = (
             select(SAMPLES.c.id, SAMPLES.c.model_version, SAMPLES.c.predicted, SAMPLES.c.reason,
                    SAMPLES.c.selection_prob, LABELS.c.label, LABELS.c.created)
             .join(LABELS, LABELS.c.sample_id == SAMPLES.c.id)
-            .where(LABELS.c.kind == "human", SAMPLES.c.predicted.is_not(None),
-                   SAMPLES.c.selection_prob.is_not(None))
+            .where(*_OUTCOME, *where)
         )
         votes: dict[str, list[tuple[int, datetime]]] = defaultdict(list)
         facts: dict[str, tuple] = {}
         for sample_id, version, predicted, reason, prob, label, created in self._read(query):
             votes[sample_id].append((label, created))
             facts[sample_id] = (version, predicted, reason or "", prob)
-        return [Outcome(s, *facts[s], _resolve(votes[s])) for s in sorted(votes)]
+        return [Outcome(s, *facts[s], _resolve(votes[s]), max(c for _, c in votes[s])) for s in sorted(votes)]
 
     def close(self) -> None:
         """Dispose of the engine; the store reconnects if used again."""

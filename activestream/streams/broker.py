@@ -60,8 +60,9 @@ class EmbeddedBroker:
         if log is not subprocess.DEVNULL:
             log.close()
         # If this process is SIGKILLed, nothing here runs: the reaper stops the broker then.
-        self.reaper_ = subprocess.Popen([sys.executable, "-m", "activestream.streams.reaper", str(self.process_.pid)],
-                                        stdin=subprocess.DEVNULL)
+        self.reaper_ = subprocess.Popen(
+            [sys.executable, "-m", "activestream.streams.reaper", str(os.getpid()), str(self.process_.pid)],
+            stdin=subprocess.DEVNULL)
         self._wait_ready(timeout)
         return self.bootstrap
 

@@ -10,7 +10,7 @@ import asyncio
 import base64
 import logging
 import time
-from typing import Awaitable, Callable, Iterable, Sequence
+from typing import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
@@ -24,23 +24,38 @@ log = logging.getLogger(__name__)
 
 
 def image_message(item: StreamItem, source: str = "simulator") -> bytes:
-    return ImageV1(v=1, id=item.id, ts=time.time(), source=source,
-                   image=base64.b64encode(item.png).decode(), truth=item.truth).encode()
+    image = None if item.png is None else base64.b64encode(item.png).decode()
+    return ImageV1(v=1, id=item.id, ts=time.time(), source=source, image=image, uri=item.uri,
+                   truth=item.truth).encode()
 
 
-async def stream_images(producer: AIOKafkaProducer, topic: str, items: Iterable[StreamItem], rate: float,
+async def _each(items: Iterable[StreamItem] | AsyncIterable[StreamItem]) -> AsyncIterator[StreamItem]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+async def stream_images(producer: AIOKafkaProducer, topic: str,
+                        items: Iterable[StreamItem] | AsyncIterable[StreamItem], rate: float,
                         truth: dict[str, int], produced: list[str] | None = None,
-                        hold: Callable[[], Awaitable[bool]] | None = None, max_hold: float = 120.0) -> int:
+                        hold: Callable[[], Awaitable[bool]] | None = None, max_hold: float = 120.0,
+                        source: str = "simulator") -> int:
     """Produce ``items`` at ``rate`` images/s (0: as fast as possible); returns the count.
 
-    ``hold``, asked every few hundred images, pauses the source while it answers True
-    (for at most ``max_hold`` seconds a pause): the demo's traffic waits for a due
-    fine-tuning round, so learning shows on a slow machine as on a fast one.
+    ``items`` may be asynchronous (a source that reads files or objects in threads).
+    ``truth`` gains the known answer of each item that has one. ``hold``, asked every few
+    hundred images, pauses the source while it answers True (for at most ``max_hold``
+    seconds a pause): the demo's traffic waits for a due fine-tuning round, so learning
+    shows on a slow machine as on a fast one.
     """
     started, n, pending = time.monotonic(), 0, []
-    for item in items:
-        truth[item.id] = item.truth
-        pending.append(await producer.send(topic, image_message(item), key=item.id.encode()))
+    async for item in _each(items):
+        if item.truth is not None:
+            truth[item.id] = item.truth
+        pending.append(await producer.send(topic, image_message(item, source), key=item.id.encode()))
         n += 1
         if produced is not None:
             produced.append(item.id)

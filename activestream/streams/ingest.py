@@ -13,7 +13,7 @@ from activestream.errors import InvalidInput
 from activestream.storage.registry import ModelRegistry
 from activestream.storage.store import Label, SampleStore
 from activestream.streams import metrics
-from activestream.streams.accuracy import by_version
+from activestream.streams.accuracy import by_version, slots
 from activestream.streams.messages import LabelV1, parse
 from activestream.streams.stage import DeadLetters, Output
 
@@ -55,11 +55,17 @@ class IngestHandler:
         return outputs
 
     def _export_estimates(self) -> None:
-        for version, methods in by_version(self.store.outcomes()).items():
-            for method, est in methods.items():
-                if est.n:
-                    for bound in ("value", "low", "high"):
-                        metrics.LIVE_ACCURACY.labels(str(version), method, bound).set(getattr(est, bound))
+        """The serving and previous versions' live accuracy, under their slot's name: a
+        label per version number would grow the metrics without bound."""
+        name = self.settings.model_name
+        wanted = slots(self.registry.versions(name))
+        for slot in metrics.SLOTS:
+            if slot in wanted:
+                metrics.SLOT_VERSION.labels(name, slot).set(wanted[slot])
+            else:
+                metrics.forget(metrics.SLOT_VERSION, (name, slot))
+        metrics.export_live(name, wanted, by_version(self.store.outcomes()), ("audit", "ipw", "naive"))
 
     def committed(self) -> None:
         pass
+

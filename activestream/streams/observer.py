@@ -8,10 +8,12 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from activestream.config import Settings
+from activestream.streams.accuracy import LiveLabelFree
 
 
 @dataclass
@@ -24,6 +26,11 @@ class Observed:
     dead: Counter = field(default_factory=Counter)                 # error kind -> count
     dead_records: list[dict] = field(default_factory=list)
     predictions: int = 0
+    prediction_ends: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> next offset
+    request_messages: int = 0  # with redeliveries: at least len(requested)
+    label_free: LiveLabelFree = field(default_factory=LiveLabelFree)  # served confidences, bounded
+    drift: int = 0                     # detections on the drift topic
+    drift_latest: dict | None = None   # the newest of them (a DriftV1)
 
 
 class Observer:
@@ -35,6 +42,7 @@ class Observer:
         self._handlers = {
             s.topic_predictions: self._prediction, s.topic_requests: self._request,
             s.topic_labels: self._label, s.topic_versions: self._version, s.topic_deadletter: self._dead,
+            s.topic_drift: self._drift,
         }
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -49,6 +57,8 @@ class Observer:
             while not stop.is_set():
                 for tp, records in (await consumer.getmany(timeout_ms=200, max_records=5000)).items():
                     handle = self._handlers[tp.topic]
+                    if tp.topic == self.settings.topic_predictions and records:
+                        self.seen.prediction_ends[(tp.topic, tp.partition)] = records[-1].offset + 1
                     for record in records:
                         try:
                             handle(json.loads(record.value))
@@ -66,8 +76,10 @@ class Observer:
         self.seen.predictions += 1
         self.seen.predicted[m["id"]] = m["version"]
         self.seen.versions_served[m["version"]] += 1
+        self.seen.label_free.observe([m["version"]], np.array([m["probs"]], dtype=np.float64))
 
     def _request(self, m: dict) -> None:
+        self.seen.request_messages += 1
         self.seen.requested[m["id"]] = m["reason"]
 
     def _label(self, m: dict) -> None:
@@ -75,6 +87,11 @@ class Observer:
 
     def _version(self, m: dict) -> None:
         self.seen.announced.append(m)
+
+    def _drift(self, m: dict) -> None:
+        self.seen.drift += 1
+        if self.seen.drift_latest is None or m["ts"] >= self.seen.drift_latest["ts"]:
+            self.seen.drift_latest = m
 
     def _dead(self, m: dict) -> None:
         self.seen.dead[m["error_kind"]] += 1

@@ -5,8 +5,11 @@ Data topics run at thousands of messages per second, where faust's per-event pat
 whole batches with aiokafka, hands a batch to its handler, produces every output,
 waits until the broker has them, and only then commits the offsets: at-least-once,
 with every sink idempotent by image id. Bad records are the handler's business (it
-returns dead-letter outputs); an exception that escapes the handler is an
-infrastructure failure and stops the worker loudly.
+returns dead-letter outputs). An exception that escapes the handler is retried: with
+backoff for as long as it lasts when it is transient (the store or the network is
+away), a few times otherwise. A batch that keeps failing is then handled one record at
+a time, so the record that fails (a bug, or a value the database refuses) is
+dead-lettered with its traceback and the rest go through.
 """
 
 from __future__ import annotations
@@ -14,21 +17,44 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from activestream.config import Settings
 from activestream.errors import InvalidInput
 from activestream.streams import metrics
+from activestream.streams.health import HEALTH
 from activestream.streams.messages import dead_letter
 
 log = logging.getLogger(__name__)
+
+TRIES = 3  # handling attempts before a failing batch is split, or a failing record dead-lettered
+BACKOFF_MAX = 10.0
+
+
+def transient(error: BaseException) -> bool:
+    """Whether an error says the infrastructure is away (retry as long as it lasts) rather
+    than that this input cannot be handled (retry a few times, then dead-letter it)."""
+    if isinstance(error, DBAPIError):
+        return isinstance(error, (OperationalError, InterfaceError)) or error.connection_invalidated
+    return isinstance(error, (ConnectionError, TimeoutError, asyncio.TimeoutError, KafkaError))
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before retry ``attempt`` (from 1): 0.5, 1, 2 ... up to 10.
+
+    >>> [backoff(a) for a in (1, 2, 3, 10)]
+    [0.5, 1.0, 2.0, 10.0]
+    """
+    return min(BACKOFF_MAX, 0.5 * 2 ** (attempt - 1))
 
 
 @dataclass(frozen=True)
@@ -45,9 +71,12 @@ class Handler(Protocol):
     #: True when batches are independent (no state carried from one to the next): the
     #: stage then starts on batch k+1 while batch k is still being handled, produced and committed.
     pipelined: bool
+    #: where a record goes that fails every time it is handled
+    dead: "DeadLetters"
 
     async def handle(self, records: Sequence[ConsumerRecord]) -> list[Output]:
-        """Turn a batch into outputs; never raises for bad records."""
+        """Turn a batch into outputs; bad records become dead-letter outputs. What escapes
+        is retried (a batch may be handled again, whole or record by record)."""
 
     def committed(self) -> None:
         """Called once the batch's outputs are on the broker and its offsets committed."""
@@ -107,13 +136,14 @@ class BatchStage:
     """Runs one handler over one or more topics in a consumer group."""
 
     def __init__(self, worker: str, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, handler: Handler,
-                 max_records: int = 256, wait_ms: int = 20):
+                 max_records: int = 256, wait_ms: int = 20, tries: int = TRIES):
         self.worker = worker
         self.consumer = consumer
         self.producer = producer
         self.handler = handler
         self.max_records = max_records
         self.wait_ms = wait_ms
+        self.tries = tries
         self.partitioner = DefaultPartitioner()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -129,13 +159,17 @@ class BatchStage:
                 batches = await self.consumer.getmany(timeout_ms=self.wait_ms, max_records=self.max_records)
                 if batches:
                     records = [r for part in batches.values() for r in part]
-                    handling.append((batches, asyncio.ensure_future(self.handler.handle(records)),
+                    handling.append((batches, asyncio.ensure_future(self._handle(records, stop)),
                                      time.perf_counter()))
                 while handling and (len(handling) >= depth or not batches or handling[0][1].done()):
                     fetched, task, started = handling.popleft()
                     outputs = await task
                     if finishing is not None:
                         await finishing  # commits stay in order
+                        finishing = None
+                    if outputs is None:  # a record in it fails every time: find it, let the rest through
+                        await self._one_by_one(fetched, stop)
+                        continue
                     finishing = asyncio.ensure_future(self._finish(fetched, outputs, started))
                     if depth == 1:
                         await finishing
@@ -144,6 +178,48 @@ class BatchStage:
                 task.cancel()
             if finishing is not None and not finishing.done():
                 await asyncio.shield(finishing)
+
+    async def _handle(self, records: list[ConsumerRecord], stop: asyncio.Event) -> list[Output] | None:
+        """The handler's outputs for ``records``; None when they failed ``tries`` times
+        (a single record's failure then comes back as its dead-letter output)."""
+        attempt = 0
+        while True:
+            try:
+                outputs = await self.handler.handle(records)
+                HEALTH.fine(self.worker)
+                return outputs
+            except Exception as e:  # noqa: BLE001 - whatever escapes, the worker must go on
+                attempt += 1
+                passing = transient(e)
+                if passing:  # not ready while what it needs is away: an orchestrator routes around it
+                    HEALTH.trouble(self.worker, f"{type(e).__name__}: {str(e)[:200]}")
+                metrics.HANDLER_ERRORS.labels(self.worker, "transient" if passing else "error").inc()
+                if not passing and attempt >= self.tries:
+                    if len(records) > 1:
+                        log.error("%s: a batch of %d failed %d times (%s); handling its records one by one",
+                                  self.worker, len(records), attempt, e)
+                        return None
+                    return [self._dead(records[0], e)]
+                log.warning("%s: handling %d record(s) failed (attempt %d, %s): %s; retrying in %.1f s",
+                            self.worker, len(records), attempt, "transient" if passing else "error",
+                            e, backoff(attempt), exc_info=not passing)
+            await sleep_unless(stop, backoff(attempt))
+            if stop.is_set():
+                raise asyncio.CancelledError("stopping while a batch is being retried; it will be redelivered")
+
+    def _dead(self, record: ConsumerRecord, error: Exception) -> Output:
+        trace = "".join(traceback.format_exception(error, limit=-4))
+        log.error("%s: dead-lettering %s[%d]@%d after %d failures:\n%s", self.worker, record.topic,
+                  record.partition, record.offset, self.tries, trace)
+        failure = InvalidInput("handler_error", f"{type(error).__name__}: {error}\n{trace[-600:]}")
+        return self.handler.dead.output(record, failure)
+
+    async def _one_by_one(self, batches: dict[TopicPartition, list[ConsumerRecord]], stop: asyncio.Event) -> None:
+        for tp, part in batches.items():
+            for record in part:
+                started = time.perf_counter()
+                outputs = await self._handle([record], stop)
+                await self._finish({tp: [record]}, outputs, started)
 
     async def _finish(self, batches: dict[TopicPartition, list[ConsumerRecord]], outputs: list[Output],
                       started: float) -> None:
@@ -194,3 +270,10 @@ class BatchStage:
             high = self.consumer.highwater(tp)
             if high is not None:
                 metrics.LAG.labels(self.worker, tp.topic, str(tp.partition)).set(max(0, high - part[-1].offset - 1))
+
+
+async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass

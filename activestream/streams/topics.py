@@ -26,9 +26,10 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
         settings.topic_images: wide,
         settings.topic_predictions: wide,
         settings.topic_requests: 1,
-        settings.topic_labels: 1,
+        settings.topic_labels: settings.label_partitions,
         settings.topic_versions: 1,
         settings.topic_deadletter: 1,
+        settings.topic_drift: 1,
     }
 
 

@@ -1,0 +1,70 @@
+"""The terminal tables of `run` on a narrow screen: key/value blocks instead of a row of
+columns cut to "…", and the usual table where it fits."""
+
+from __future__ import annotations
+
+from io import StringIO
+from types import SimpleNamespace
+
+from rich.console import Console
+
+from activestream.display import SUMMARY_HEADERS, Display
+from activestream.storage.store import Label, Sample, SampleStore
+from activestream.streams.accuracy import PROBS
+from activestream.streams.observer import Observed
+from tests.test_label_free_live import traffic
+
+
+def finished_run(tmp_path):
+    """What the summary reads after a run: two versions, audits with labels, served predictions."""
+    store = SampleStore(f"sqlite:///{tmp_path / 'store.db'}")
+    store.create_schema()
+    seen, demo = Observed(), SimpleNamespace(produced=[f"img-{i}" for i in range(20000)])
+    versions = []
+    for version in (1, 2):
+        _, probs, truth = traffic(400, seed=version, version=version)
+        seen.label_free.observe([version] * 400, probs)
+        seen.versions_served[version] = 19_876
+        ids = list(truth)[:120]
+        store.add_samples([Sample(k, model_version=version, predicted=int(probs[i].argmax()), reason="audit",
+                                  selection_prob=0.005, meta={PROBS: probs[i].tolist()}) for i, k in enumerate(ids)])
+        store.add_labels(Label(k, truth[k], "alice") for k in ids)
+        versions.append(SimpleNamespace(version=version, parent=version - 1 or None, status="promoted",
+                                        train_size=12_345, metrics={"holdout_accuracy": 0.81234,
+                                                                    "test_accuracy": 0.80111}))
+    registry = SimpleNamespace(versions=lambda name: versions)
+    settings = SimpleNamespace(model_name="classifier", budget=0.05)
+    return settings, seen, demo, registry, store
+
+
+def summary_text(tmp_path, width: int) -> str:
+    console = Console(file=StringIO(), width=width, record=True)
+    Display(console).summary(*finished_run(tmp_path))
+    return console.export_text()
+
+
+def test_the_summary_at_80_columns_cuts_nothing(tmp_path):
+    text = summary_text(tmp_path, 80)
+    assert "…" not in text, text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for header in SUMMARY_HEADERS:  # every value is there, under its name
+        assert header in text, text
+    assert "19876" in text and "0.8123" in text and "promoted" in text
+
+
+def test_a_wide_terminal_keeps_one_row_per_version(tmp_path):
+    text = summary_text(tmp_path, 400)
+    assert "…" not in text
+    rows = [line for line in text.splitlines() if "promoted" in line]
+    assert len(rows) == 2 and all("19876" in row and "0.8123" in row for row in rows), text
+
+
+def test_the_live_table_at_80_columns_cuts_nothing(tmp_path):
+    settings, seen, demo, _, store = finished_run(tmp_path)
+    seen.announced.append({"version": 2, "metrics": {"test_accuracy": 0.80111}})
+    console = Console(file=StringIO(), width=80, record=True, force_terminal=True)
+    display = Display(console, interval=0.0)
+    with display:
+        display.update(SimpleNamespace(budget=0.05), SimpleNamespace(store=store), seen, demo)
+    text = console.export_text()
+    assert "…" not in text and "label-free acc (CBPE, ATC)" in text and "v2 " in text, text
