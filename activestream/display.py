@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from activestream.pacing import Paced
 from activestream.streams.accuracy import by_version
 
 
@@ -98,7 +99,7 @@ class Display:
         self._last = (time.monotonic(), 0)
         self._rate = 0.0
         self._printed = 0.0
-        self._estimated = (0.0, "-", "-")
+        self._columns: Paced[tuple[str, str]] | None = None  # the audit and label-free columns
         self.restarts = 0
 
     def __enter__(self) -> "Display":
@@ -125,7 +126,7 @@ class Display:
             "labels": len(seen.labels), "versions": len(seen.announced),
             "serving": f"v{serving.get('version', '-')}",
             "test acc": _acc(serving.get("metrics", {}), "test_accuracy"),
-            **dict(zip(("audit acc (95% CI)", "label-free acc (CBPE, ATC)"), self._audit(res, seen, now))),
+            **dict(zip(("audit acc (95% CI)", "label-free acc (CBPE, ATC)"), self._audit(res, seen))),
             "drift": _drift(seen, time.time()),
             "deadletter": sum(seen.dead.values()),
         }
@@ -142,20 +143,22 @@ class Display:
         self.restarts += " restarted " in event
         self.console.print(f"[yellow]{event}[/yellow]")
 
-    def _audit(self, res, seen, now: float) -> tuple[str, str]:
+    def _audit(self, res, seen) -> tuple[str, str]:
         """The newest version's audit-label and label-free accuracy, refreshed every few seconds
-        (store queries)."""
-        if now - self._estimated[0] >= self.interval:
-            versions = by_version(res.store.outcomes())
-            text = "-"
-            if versions:
-                version, est = max(versions.items())
-                text = f"v{version} {_interval(est['audit'])}"
-            free = seen.label_free.refresh(res.store, force=True)
-            newest = max(free) if free else None
-            self._estimated = (now, text, "-" if newest is None else
-                               f"v{newest} {_label_free(free[newest], seen.label_free.calibrated())}")
-        return self._estimated[1:]
+        (store queries, paced as the store grows)."""
+        if self._columns is None:
+            self._columns = Paced(lambda: self._read_audit(res, seen), every=self.interval)
+        return self._columns.get()
+
+    def _read_audit(self, res, seen) -> tuple[str, str]:
+        versions = by_version(res.store.outcomes())
+        text = "-"
+        if versions:
+            version, est = max(versions.items())
+            text = f"v{version} {_interval(est['audit'])}"
+        free = seen.label_free.refresh(res.store, force=True)
+        newest = max(free) if free else None
+        return text, "-" if newest is None else f"v{newest} {_label_free(free[newest], seen.label_free.calibrated())}"
 
     def summary(self, settings, seen, demo, registry, store) -> None:
         live = by_version(store.outcomes())

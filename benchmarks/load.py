@@ -7,7 +7,8 @@ process's memory sampled.
 
 The real loop runs on the embedded broker: predictors, selector, label ingest and learner
 as processes (``LocalCluster``), and in this process a source at a fixed rate and the
-simulated labeler. The learner does not retrain unless ``--retrain-every`` says so: a
+simulated labeler. The learner does not retrain unless ``--retrain-every`` says so (nor
+early after a drift detection, which the burst itself can raise): a
 fine-tuning round takes a core for tens of seconds, and the capacity would then be the
 learner's schedule rather than the loop's.
 
@@ -519,7 +520,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     with tempfile.TemporaryDirectory() as home:
         settings = Settings(home=home, dataset=args.dataset, log_level="warning", threads=args.threads,
-                            predictors=args.predictors, retrain_every=args.retrain_every or NEVER, group_prefix="load")
+                            predictors=args.predictors, retrain_every=args.retrain_every or NEVER, group_prefix="load",
+                            **({} if args.retrain_every else {"drift_early_labels": 0}))
         dataset = load_dataset(settings.dataset, settings.data_dir)
         broker = LocalCluster(settings, ())
         workers = None

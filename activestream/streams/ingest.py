@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Sequence
 
 from aiokafka.structs import ConsumerRecord
 
 from activestream.config import Settings
 from activestream.errors import InvalidInput
+from activestream.pacing import Paced
 from activestream.storage.registry import ModelRegistry
 from activestream.storage.store import Label, SampleStore
 from activestream.streams import metrics
@@ -17,7 +17,9 @@ from activestream.streams.accuracy import by_version, slots
 from activestream.streams.messages import LabelV1, parse
 from activestream.streams.stage import DeadLetters, Output
 
-ESTIMATE_EVERY = 10.0  # seconds between refreshes of the live-accuracy gauges (one store query each)
+# Seconds between refreshes of the live-accuracy gauges: a read of every labelled
+# selection, paced to a small share of the time as the store grows.
+ESTIMATE_EVERY = 10.0
 
 
 class IngestHandler:
@@ -27,7 +29,7 @@ class IngestHandler:
         self.store = store
         self.registry = registry
         self.dead = DeadLetters(settings.topic_deadletter, "ingest")
-        self._estimated = 0.0
+        self._estimates = Paced(self._export_estimates, every=ESTIMATE_EVERY)
 
     def num_classes(self) -> int | None:
         latest = self.registry.latest(self.settings.model_name, status=None)
@@ -49,9 +51,8 @@ class IngestHandler:
             await asyncio.to_thread(self.store.add_labels, labels)
             for label in labels:
                 metrics.LABELS.labels(label.kind).inc()
-            if time.monotonic() - self._estimated >= ESTIMATE_EVERY:
-                self._estimated = time.monotonic()
-                await asyncio.to_thread(self._export_estimates)
+            if self._estimates.due():
+                await asyncio.to_thread(self._estimates.get)
         return outputs
 
     def _export_estimates(self) -> None:

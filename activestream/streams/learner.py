@@ -23,6 +23,7 @@ from activestream.learners.incremental import LearnerPolicy
 from activestream.learners.preprocess import decode_image
 from activestream.learners.training import TrainConfig
 from activestream.learners.classifier import state_arrays
+from activestream.pacing import Paced
 from activestream.storage.blobs import BlobStore
 from activestream.storage.decisions import in_force
 from activestream.storage.registry import ModelRegistry, ModelVersion
@@ -91,6 +92,9 @@ class Learner:
                                                 seed=settings.seed),
                                     early_every=settings.drift_early_labels)
         self._nothing_new_at: int | None = None  # labeled count at which a round found nothing usable
+        # Counting the labels joins every label with its sample: paced, or a store of a
+        # million labels keeps the learner busy counting between rounds.
+        self._label_count = Paced(lambda: self.store.count_labeled(), every=0.0)
         self._announced = False
         self.drift_version_: int | None = None  # a drift was detected on this version: train early
 
@@ -105,8 +109,8 @@ class Learner:
         latest = self.registry.latest(self.settings.model_name, status=None)
         if latest is None or in_force(self.registry, self.settings.model_name) is None:
             return False  # nothing to fine-tune yet: a version must be in force first
-        labeled = self.store.count_labeled()
-        if labeled == self._nothing_new_at:
+        labeled = self._label_count.get()
+        if self._nothing_new_at is not None and labeled <= self._nothing_new_at:  # a paced count may lag
             return False
         serving = in_force(self.registry, self.settings.model_name)
         drift = self.drift_version_ is not None and self.drift_version_ >= serving.version
