@@ -37,6 +37,7 @@ prometheus:
 	  $$sudo apt-get update -q && $$sudo apt-get install -y -q --no-install-recommends prometheus; }
 
 run: install
+	@echo "to label the demo yourself in the browser: make run ARGS='--labelers people' (URL and token printed below)"
 	$(BIN)/activestream run $(ARGS)
 
 test: install labelstudio browser prometheus

@@ -48,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
                      help="production use: no simulated traffic or labeler; runs until Ctrl-C")
     run.add_argument("--label", dest="label_serve", action="store_true", default=None,
                      help="also run `activestream label serve` (the labelers' page, on ACTIVESTREAM_LABEL_PORT)")
+    run.add_argument("--labelers", choices=("simulated", "people", "both"),
+                     help="who answers the demo's labeling requests (default simulated): people starts the labeling "
+                          "page and prints its URL and a token; both keeps the simulated labeler too")
     worker = sub.add_parser("worker", help="run one streaming worker (started by `run`)")
     worker.add_argument("name", choices=("predictor", "selector", "ingest", "learner"))
     worker.add_argument("--instance", type=int, default=1, help="which of several processes of this worker (metrics port)")
@@ -72,6 +75,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
                  for flag in RUN_FLAGS}
     overrides["simulate"] = getattr(args, "simulate", None)
     overrides["label_serve"] = getattr(args, "label_serve", None)
+    overrides["labelers"] = getattr(args, "labelers", None)
     if args.command == "run" and not overrides["home"] and "ACTIVESTREAM_HOME" not in os.environ:
         overrides["home"] = os.path.join("var", "runs", time.strftime("%Y%m%d-%H%M%S"))
     return Settings(**{k: v for k, v in overrides.items() if v is not None})

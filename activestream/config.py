@@ -151,6 +151,9 @@ class Settings(BaseSettings):
     images_by: Literal["value", "reference"] = Field("value", description="how images_from travels: value (bytes in "
                                                                           "each message) or reference (file:// or s3:// URIs)")
     label_serve: bool = Field(False, description="`run` also starts `activestream label serve`")
+    labelers: Literal["simulated", "people", "both"] = Field(
+        "simulated", description="who answers the demo's labeling requests: the simulated labeler, people on the "
+                                 "labeling page (which `run` then starts, with a token printed), or both")
     images: int = Field(20000, description="images the simulated source streams")
     rate: float = Field(300.0, description="images per second from the simulated source (0: as fast as possible)")
     seed_size: int = Field(500, description="labeled images the seed model is trained on")

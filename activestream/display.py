@@ -138,6 +138,10 @@ class Display:
             self._printed = now
             self.console.print(" | ".join(f"{k} {v}" for k, v in row.items()))
 
+    def say(self, text: str) -> None:
+        """Print a plain line above the live table (paths and tokens: no markup)."""
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
     def note(self, event: str) -> None:
         """Show a supervisor's event (a worker exited, was restarted) above the live table."""
         self.restarts += " restarted " in event

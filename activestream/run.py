@@ -1,8 +1,9 @@
 """``activestream run``: the whole loop on one machine, with a live display.
 
 Broker (embedded unless configured), the four workers as processes (and ``label serve``
-with ``--label``), and in this process the traffic source (the demo dataset, or the
-user's images with ``--images-from``), the simulated labeler and an observer.
+with ``--label`` or when people label, ``--labelers people|both``), and in this process
+the traffic source (the demo dataset, or the user's images with ``--images-from``), the
+simulated labeler and an observer.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from datetime import datetime, timezone
 from activestream.config import Settings
 from activestream.display import Display
 from activestream.errors import ConfigError
+from activestream.labeling.tokens import create as create_token
 from activestream.learners.training import TrainConfig
 from activestream.simulation.datasets import load_dataset
 from activestream.simulation.seed import bootstrap_seed
 from activestream.simulation.traffic import split_seed, stream_items
 from activestream.storage.decisions import in_force
+from activestream.storage.queue import LabelQueue
 from activestream.streams.cluster import LABEL, LocalCluster
 from activestream.streams.demo import SimulatedLabeler, stream_images
 from activestream.streams.learner import announce, considered
@@ -33,6 +36,8 @@ from activestream.streams.stage import BatchStage, make_consumer, make_producer
 from activestream.streams.worker import WORKERS, Resources
 
 log = logging.getLogger(__name__)
+
+PERSON = "you"  # the labeler whose token `run` prints beside its labeling page
 
 
 @dataclass
@@ -97,12 +102,11 @@ async def run_loop(settings: Settings, stop: asyncio.Event, display: Display | N
     """Run the loop until the simulated stream is done and settled, or until ``stop``."""
     if settings.images_from:  # a folder sent by reference must be open to the workers it starts
         settings = with_fetch_root(settings, _user_source(settings))
-    cluster = cluster or LocalCluster(settings, WORKERS + ((LABEL,) if settings.label_serve else ()))
+    embedded = not settings.bootstrap
+    cluster = cluster or LocalCluster(settings, WORKERS + ((LABEL,) if serves_page(settings) else ()))
     settings = await asyncio.to_thread(cluster.start)
-    _tell(display, f"broker at {settings.bootstrap} (--bootstrap for `activestream source`, `label serve`, "
-                   "`models promote`)" + (f"; labeling page at http://{settings.label_host}:{settings.label_port}"
-                                         if settings.label_serve else ""))
     res = Resources(settings).open()
+    _tell(display, *where(settings, embedded, serves_page(settings)))
     demo, tasks = Demo(), []
     observer = Observer(settings, settings.bootstrap)
     producer = make_producer(settings.bootstrap)
@@ -111,6 +115,11 @@ async def run_loop(settings: Settings, stop: asyncio.Event, display: Display | N
         tasks.append(asyncio.ensure_future(observer.run(stop)))
         if settings.simulate:
             tasks += await _start_simulation(settings, res, producer, demo, stop, display)
+        if serves_page(settings):  # once a model is in force: the page refuses labelers before
+            token = await asyncio.to_thread(_page_token, res)
+            if not await _page_up(settings, cluster):
+                _tell(display, f"label serve does not answer yet: see {cluster.logs / 'label.log'}")
+            _tell(display, page_line(settings, token))
         started = time.monotonic()
         while not stop.is_set():
             if display:
@@ -139,12 +148,76 @@ async def run_loop(settings: Settings, stop: asyncio.Event, display: Display | N
         await asyncio.to_thread(cluster.stop)
 
 
-def _tell(display: Display | None, text: str) -> None:
-    """Show ``text`` above the live table, or log it when there is no display (tests)."""
-    if display is not None and hasattr(display, "note"):
-        display.note(text)
-    else:
-        log.info("%s", text)
+def serves_page(settings: Settings) -> bool:
+    """Whether `run` starts ``label serve``: asked for, or people label."""
+    return settings.label_serve or settings.labelers != "simulated"
+
+
+async def _page_up(settings: Settings, cluster: LocalCluster, wait: float = 120.0) -> bool:
+    """Whether label serve accepts connections, waiting for its start-up (``wait`` only
+    bounds a hang): the URL printed then works at once."""
+    host = _page_host(settings)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and cluster.alive().get(LABEL, False):
+        try:
+            _, writer = await asyncio.open_connection(host, settings.label_port)
+        except OSError:
+            await asyncio.sleep(0.2)
+            continue
+        writer.close()
+        return True
+    return False
+
+
+def _page_token(res: Resources) -> str:
+    queue = LabelQueue(res.store)
+    queue.create_schema()
+    return create_token(queue, PERSON)
+
+
+def where(settings: Settings, embedded: bool, page: bool) -> list[str]:
+    """Where a run keeps its things, and how another terminal joins it: the first lines it prints.
+
+    >>> s = Settings(home="/srv/as", bootstrap="127.0.0.1:9092")
+    >>> print("\\n".join(where(s, embedded=True, page=False)))  # doctest: +NORMALIZE_WHITESPACE
+    home      /srv/as
+    broker    127.0.0.1:9092 (embedded: it stops with this run)
+    logs      /srv/as/logs (one file per worker)
+    join      export ACTIVESTREAM_HOME=/srv/as ACTIVESTREAM_BOOTSTRAP=127.0.0.1:9092
+              then: activestream source FOLDER | activestream models list | activestream label serve
+    """
+    home = settings.home_path.resolve()
+    labelers = "activestream label token create NAME" if page else "activestream label serve"
+    return [f"home      {home}",
+            f"broker    {settings.bootstrap}" + (" (embedded: it stops with this run)" if embedded else ""),
+            f"logs      {home / 'logs'} (one file per worker)",
+            f"join      export ACTIVESTREAM_HOME={home} ACTIVESTREAM_BOOTSTRAP={settings.bootstrap}",
+            f"          then: activestream source FOLDER | activestream models list | {labelers}"]
+
+
+def page_line(settings: Settings, token: str) -> str:
+    """The labeling page's address and a token to sign in with.
+
+    >>> page_line(Settings(label_host="0.0.0.0", label_port=8090), "tok")
+    "labeling  http://127.0.0.1:8090 sign in with the token tok (labeler 'you')"
+    """
+    return f"labeling  http://{_page_host(settings)}:{settings.label_port} sign in with the token {token} (labeler {PERSON!r})"
+
+
+def _page_host(settings: Settings) -> str:
+    """Where this machine reaches label serve: a bind to every address is reached on loopback."""
+    return "127.0.0.1" if settings.label_host in ("0.0.0.0", "::", "") else settings.label_host
+
+
+def _tell(display: Display | None, *lines: str) -> None:
+    """Show ``lines`` above the live table, or log them when there is no display (tests)."""
+    for text in lines:
+        if display is not None and hasattr(display, "say"):
+            display.say(text)
+        elif display is not None and hasattr(display, "note"):
+            display.note(text)
+        else:
+            log.info("%s", text)
 
 
 def _user_source(settings: Settings) -> Source:
@@ -157,6 +230,9 @@ async def _start_simulation(settings: Settings, res: Resources, producer, demo: 
         return await _start_user_images(settings, res, producer, demo, stop, display)
     dataset = await asyncio.to_thread(load_dataset, settings.dataset, settings.data_dir)
     seed_idx, stream_idx = split_seed(dataset, settings.seed_size, settings.seed)
+    if in_force(res.registry, settings.model_name) is None:
+        _tell(display, f"training the seed model on {len(seed_idx)} labeled images of {dataset.name} "
+                       "(on a laptop's CPU about a minute); traffic starts once it serves")
     meta = await asyncio.to_thread(seed_if_empty, settings, res, dataset, seed_idx)
     demo.seed_version = meta.version
     await announce(producer, settings.topic_versions, meta)
@@ -167,7 +243,7 @@ async def _start_simulation(settings: Settings, res: Resources, producer, demo: 
                             _hold(settings, res))
         demo.finished = True
 
-    return [await _simulated_labeler(settings, producer, demo, stop), asyncio.ensure_future(source())]
+    return [*await _labelers(settings, producer, demo, stop, display), asyncio.ensure_future(source())]
 
 
 async def _start_user_images(settings: Settings, res: Resources, producer, demo: Demo, stop: asyncio.Event,
@@ -187,7 +263,7 @@ async def _start_user_images(settings: Settings, res: Resources, producer, demo:
         _tell(display, f"{settings.images_from} is not in ImageFolder layout with the model's classes: only people "
                        "label (`activestream label serve`, or run with --label); the run goes on until Ctrl-C")
     else:
-        tasks.append(await _simulated_labeler(settings, producer, demo, stop))
+        tasks += await _labelers(settings, producer, demo, stop, display)
 
     async def source() -> None:
         _, demo.skipped = await stream_source(producer, settings, opened, settings.rate, demo.truth, demo.produced,
@@ -201,6 +277,17 @@ async def _start_user_images(settings: Settings, res: Resources, producer, demo:
 
 def _hold(settings: Settings, res: Resources):
     return (lambda: asyncio.to_thread(round_due, settings, res)) if settings.pace_learner else None
+
+
+async def _labelers(settings: Settings, producer, demo: Demo, stop: asyncio.Event,
+                    display: Display | None) -> list[asyncio.Future]:
+    """The simulated labeler, unless only people label: then the run goes on until Ctrl-C."""
+    if settings.labelers == "people":
+        demo.answered = False
+        _tell(display, "people label: the labeling page gets the requests (its address follows once a model serves); "
+                       "the run goes on until Ctrl-C")
+        return []
+    return [await _simulated_labeler(settings, producer, demo, stop)]
 
 
 async def _simulated_labeler(settings: Settings, producer, demo: Demo, stop: asyncio.Event) -> asyncio.Future:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import secrets
 import sys
 import time
 
@@ -100,12 +99,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_token_create(args: argparse.Namespace) -> int:
     from activestream.labeling.service import check_name
+    from activestream.labeling.tokens import create
 
     name = check_name(args.name)
     service = _service(args)
-    token = secrets.token_urlsafe(32)
     try:
-        service.queue.set_token(name, token, now=time.time())
+        token = create(service.queue, name)
     finally:
         service.close()
     print(token)

@@ -1,4 +1,4 @@
-"""Labelers' tokens: who has one, and revoking one (``LabelQueue.set_token`` creates and replaces).
+"""Labelers' tokens: creating one, who has one, and revoking one.
 
 Only a token's sha256 is stored, so a lost token cannot be shown again: create a
 new one for the labeler, which replaces the old. Revoking removes the labeler's
@@ -8,6 +8,8 @@ for up to ``TOKEN_TTL`` seconds, so a revoked one stops working within that.
 
 from __future__ import annotations
 
+import secrets
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
@@ -23,6 +25,13 @@ class Holder:
 
     name: str
     created: float
+
+
+def create(queue: LabelQueue, name: str) -> str:
+    """A new token for ``name`` (a new labeler, or a replaced token); shown once, only its sha256 is kept."""
+    token = secrets.token_urlsafe(32)
+    queue.set_token(name, token, now=time.time())
+    return token
 
 
 def holders(queue: LabelQueue) -> list[Holder]:
