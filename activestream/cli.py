@@ -7,7 +7,6 @@ once, into one :class:`~activestream.config.Settings`.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -15,6 +14,7 @@ import time
 from activestream.config import Settings
 from activestream.failures import Parser, failing
 from activestream.flags import store_url
+from activestream.logs import configure
 
 RUN_FLAGS = {
     "--bootstrap": (str, "Kafka bootstrap servers; default: start the embedded broker"),
@@ -99,9 +99,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _start(args: argparse.Namespace, settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for noisy in ("aiokafka", "kafka"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure(settings.log_level)
     if args.command == "worker":
         from activestream.streams.worker import run_worker
 

@@ -126,6 +126,9 @@ class KillSchedule:
             proc = self.cluster.procs_[name]
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
+                # Dead before the loop next looks: a kill that lands once the stream is done
+                # must not leave a run settling on a worker that merely has not died yet.
+                proc.wait(30)
                 self.killed.append((name, len(seen.predicted)))
                 self.killed_procs[name] = proc
                 if name == LABEL and self.labeler is not None:

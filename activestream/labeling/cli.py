@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 import time
 
 from activestream.config import Settings
 from activestream.flags import store_url
+from activestream.logs import configure
 
 COMMON = {
     "--home": (str, "folder of the store, blobs and models (ACTIVESTREAM_HOME)"),
@@ -86,9 +86,7 @@ def run_serve(args: argparse.Namespace) -> int:
     check_store(settings.store)
     if settings.bootstrap:  # unset: serve itself says it needs one
         check_broker(settings.bootstrap, settings.broker_wait)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    for noisy in ("aiokafka", "kafka"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure(settings.log_level)
     import uvloop
 
     # The page's many small requests spend much of their time in the event loop itself.

@@ -43,6 +43,7 @@ async def serve(settings: Settings, owner: int | None = None) -> None:
 
     from activestream.labeling.app import create_app
     from activestream.labeling.consumer import WORKER, RequestsHandler
+    from activestream.labeling.outbox import OutboxSink
     from activestream.labeling.service import KafkaSink, LabelingService
     from activestream.streams.stage import BatchStage, make_consumer, make_producer
     from activestream.streams.topics import ensure_topics
@@ -56,6 +57,9 @@ async def serve(settings: Settings, owner: int | None = None) -> None:
         opened.push_async_callback(asyncio.to_thread, sink.close)
         service = await asyncio.to_thread(LabelingService.open, settings, sink)
         opened.callback(service.close)
+        service.producer = outbox = await asyncio.to_thread(OutboxSink, service.store, sink)
+        delivering = asyncio.ensure_future(_deliver(outbox))
+        opened.callback(delivering.cancel)
         producer = make_producer(bootstrap)
         await producer.start()
         opened.push_async_callback(producer.stop)
@@ -69,6 +73,17 @@ async def serve(settings: Settings, owner: int | None = None) -> None:
         with _stop_on_signals(server):
             await _until_stopped(server, stage, owner)
     log.info("label serve stopped")
+
+
+async def _deliver(outbox, every: float = 2.0) -> None:
+    """Send the answers kept while the broker was away (and any left by a stopped server)."""
+    while True:
+        try:
+            if (await asyncio.to_thread(outbox.state)).waiting:
+                await asyncio.to_thread(outbox.drain)
+        except Exception as e:  # noqa: BLE001 - the store away: the answers stay kept, try again
+            log.warning("could not read the kept answers: %s", e)
+        await asyncio.sleep(every)
 
 
 def metrics_port(settings: Settings) -> int:

@@ -7,6 +7,7 @@ calls in worker threads and the event loop stays free for the requests consumer.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import logging
@@ -58,18 +59,35 @@ class KafkaSink:
     """kafka-python's thread-safe producer: each label is acknowledged by every in-sync
     replica before the call returns (a person's answer is the costliest message we have)."""
 
-    def __init__(self, bootstrap: str, topic: str, timeout: float = 10.0):
-        from kafka import KafkaProducer
-
+    def __init__(self, bootstrap: str, topic: str, timeout: float = 5.0):
+        self.bootstrap = bootstrap
         self.topic = topic
         self.timeout = timeout
-        self.producer_ = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0, retries=3)
+        self.producer_ = self._connect()
+
+    def _connect(self):
+        from kafka import KafkaProducer
+
+        # max_block_ms: with the broker gone, send() would wait 60 s for metadata, and the
+        # labeler's answer with it (the outbox keeps the label; see labeling/outbox.py).
+        return KafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=0, retries=3,
+                             max_block_ms=int(self.timeout * 1000))
 
     def send(self, label: LabelV1) -> None:
-        self.producer_.send(self.topic, label.encode(), key=label.id.encode()).get(self.timeout)
+        if self.producer_ is None:
+            self.producer_ = self._connect()
+        try:
+            self.producer_.send(self.topic, label.encode(), key=label.id.encode()).get(self.timeout)
+        except Exception:
+            # A client that lost its broker can stay broken for good (a restarted broker does
+            # not know its producer id): the next label starts a new one.
+            producer, self.producer_ = self.producer_, None
+            producer.close(0)
+            raise
 
     def close(self) -> None:
-        self.producer_.close(self.timeout)
+        if self.producer_ is not None:
+            self.producer_.close(self.timeout)
 
 
 def check_name(name: str) -> str:
@@ -264,13 +282,17 @@ class LabelingService:
         return self.queue.undo(labeler, now=self.clock())
 
     def stats(self, labeler: str) -> dict:
-        """Queue depth, the labeler's own counts and pace, and everyone's quality figures."""
+        """Queue depth, the labeler's own counts and pace, everyone's quality figures, and
+        whether answers reach the broker (when the sink can tell)."""
         now = self.clock()
         report = quality.quality_report(self.queue.answers(), now)
         empty = {"labeled": 0, "skipped": 0, "unsure": 0, "pace_per_min": 0.0,
                  **quality.labeler_quality([])}
-        return {"queue": self.queue.depth(now), "me": {"labeler": labeler, **report["labelers"].get(labeler, empty)},
-                **report}
+        found = {"queue": self.queue.depth(now), "me": {"labeler": labeler, **report["labelers"].get(labeler, empty)},
+                 **report}
+        if hasattr(self.producer, "state"):
+            found["broker"] = dataclasses.asdict(self.producer.state())
+        return found
 
     def close(self) -> None:
         self.queue.close()
