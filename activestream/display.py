@@ -87,7 +87,7 @@ def fitted(console: Console, title: str, headers: list[str], rows: list[list[str
 SUMMARY_TITLE = ("model versions (accuracy on live traffic: audit labels, all labels weighted by 1/selection "
                  "probability, the naive mean over every label, and label-free from the confidences of the last "
                  "4,000 predictions calibrated on audits)")
-SUMMARY_HEADERS = ["version", "parent", "status", "labels", "predictions served", "holdout acc", "test acc",
+SUMMARY_HEADERS = ["version", "parent", "status", "trained on", "predictions served", "holdout acc", "test acc",
                    "audit acc (95% CI)", "ipw acc", "naive acc", "label-free acc (CBPE, ATC)"]
 
 
@@ -120,7 +120,9 @@ class Display:
             self._last = (now, seen.predictions)
         serving = seen.announced[-1] if seen.announced else {}
         row = {
-            "produced": len(demo.produced), "predicted": len(seen.predicted), "images/s": f"{self._rate:.0f}",
+            "produced": len(demo.produced), "predicted": len(seen.predicted),
+            "images/s": f"{self._rate:.0f}" + (" (source paused: a fine-tuning round is due)"
+                                               if getattr(demo, "paused", False) else ""),
             "selected": len(seen.requested),
             "share": f"{len(seen.requested) / max(1, len(seen.predicted)):.3f} (budget {settings.budget})",
             "labels": len(seen.labels), "versions": len(seen.announced),

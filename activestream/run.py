@@ -50,6 +50,7 @@ class Demo:
     finished: bool = False
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     answered: bool = True  # the simulated labeler answers every request; if not, people label until Ctrl-C
+    paused: bool = False  # the source waits for a due fine-tuning round (pace_learner)
     skipped: Counter = field(default_factory=Counter)  # files of --images-from not sent, by reason
 
 
@@ -240,7 +241,7 @@ async def _start_simulation(settings: Settings, res: Resources, producer, demo: 
     async def source() -> None:
         items = stream_items(dataset, stream_idx, settings.images)
         await stream_images(producer, settings.topic_images, items, settings.rate, demo.truth, demo.produced,
-                            _hold(settings, res))
+                            _hold(settings, res, demo))
         demo.finished = True
 
     return [*await _labelers(settings, producer, demo, stop, display), asyncio.ensure_future(source())]
@@ -267,7 +268,7 @@ async def _start_user_images(settings: Settings, res: Resources, producer, demo:
 
     async def source() -> None:
         _, demo.skipped = await stream_source(producer, settings, opened, settings.rate, demo.truth, demo.produced,
-                                              _hold(settings, res) if demo.answered else None)
+                                              _hold(settings, res, demo) if demo.answered else None)
         demo.finished = True
         if demo.skipped:
             _tell(display, f"{settings.images_from}: {describe(demo.skipped)} (not sent; the log names each file)")
@@ -275,8 +276,17 @@ async def _start_user_images(settings: Settings, res: Resources, producer, demo:
     return [*tasks, asyncio.ensure_future(source())]
 
 
-def _hold(settings: Settings, res: Resources):
-    return (lambda: asyncio.to_thread(round_due, settings, res)) if settings.pace_learner else None
+def _hold(settings: Settings, res: Resources, demo: Demo):
+    """The source's pause while a fine-tuning round is due (``pace_learner``); the display
+    shows it from ``demo.paused``."""
+    if not settings.pace_learner:
+        return None
+
+    async def hold() -> bool:
+        demo.paused = await asyncio.to_thread(round_due, settings, res)
+        return demo.paused
+
+    return hold
 
 
 async def _labelers(settings: Settings, producer, demo: Demo, stop: asyncio.Event,

@@ -68,3 +68,15 @@ def test_the_live_table_at_80_columns_cuts_nothing(tmp_path):
         display.update(SimpleNamespace(budget=0.05), SimpleNamespace(store=store), seen, demo)
     text = console.export_text()
     assert "…" not in text and "label-free acc (CBPE, ATC)" in text and "v2 " in text, text
+
+
+def test_the_live_table_says_when_the_source_waits_for_a_round(tmp_path):
+    settings, seen, demo, _, store = finished_run(tmp_path)
+    texts = []
+    for paused in (False, True):
+        console = Console(file=StringIO(), width=200, record=True, force_terminal=True)
+        with Display(console, interval=0.0) as display:
+            display.update(SimpleNamespace(budget=0.05), SimpleNamespace(store=store), seen,
+                           SimpleNamespace(produced=demo.produced, paused=paused))
+        texts.append(console.export_text())
+    assert "paused" not in texts[0] and "source paused: a fine-tuning round is due" in texts[1], texts
