@@ -115,3 +115,12 @@ def test_import_resolves_users_with_a_token_from_the_environment(tmp_path, studi
     assert stored == [("labelstudio.cy_at_example.com", 5)]
     service.close()
 
+
+
+def test_a_token_made_where_no_store_is_yet_says_so(tmp_path, capsys):
+    home = ["--home", str(tmp_path / "not-the-loops-home")]
+    assert run(["label", "token", "create", "ann", *home]) == 0
+    made = capsys.readouterr()
+    assert len(made.out.split()) == 1 and "holds no store yet" in made.err and "--home" in made.err
+    assert run(["label", "token", "create", "bob", *home]) == 0
+    assert "holds no store" not in capsys.readouterr().err

@@ -80,6 +80,8 @@ def test_label_serve_stops_cleanly_on_sigterm(tmp_path, broker):
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(60) == 0, f"label serve ended with {serve.returncode} on SIGTERM:\n{log.read_text()}"
         assert "label serve stopped" in log.read_text()  # after the consumer and the store were closed
+        # Its home has no model: it says so at start instead of turning labelers away silently.
+        assert "no version of classifier is in force" in log.read_text()
     finally:
         if serve.poll() is None:
             serve.kill()

@@ -45,6 +45,7 @@ async def serve(settings: Settings, owner: int | None = None) -> None:
     from activestream.labeling.consumer import WORKER, RequestsHandler
     from activestream.labeling.outbox import OutboxSink
     from activestream.labeling.service import KafkaSink, LabelingService
+    from activestream.storage.decisions import in_force
     from activestream.streams.stage import BatchStage, make_consumer, make_producer
     from activestream.streams.topics import ensure_topics
 
@@ -57,6 +58,10 @@ async def serve(settings: Settings, owner: int | None = None) -> None:
         opened.push_async_callback(asyncio.to_thread, sink.close)
         service = await asyncio.to_thread(LabelingService.open, settings, sink)
         opened.callback(service.close)
+        if await asyncio.to_thread(in_force, service.registry, settings.model_name) is None:
+            log.warning("no version of %s is in force in %s yet: the page turns labelers away until one is "
+                        "(a running loop's seed, `activestream seed ...` or `activestream models import ...`)",
+                        settings.model_name, settings.home)
         service.producer = outbox = await asyncio.to_thread(OutboxSink, service.store, sink)
         delivering = asyncio.ensure_future(_deliver(outbox))
         opened.callback(delivering.cancel)
