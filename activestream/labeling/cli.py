@@ -75,10 +75,6 @@ def _service(args: argparse.Namespace):
 
     settings = settings_from(args)
     check_store(settings.store)
-    if settings.store_url is None and not (settings.home_path / "store.db").exists():
-        # A token made in a new store is of no use to a running loop whose home is elsewhere.
-        print(f"note: {settings.home_path.resolve()} holds no store yet; making one there. To join a running "
-              "loop, use the home `activestream run` printed (--home or ACTIVESTREAM_HOME)", file=sys.stderr)
     return LabelingService.open(settings, MemorySink())
 
 
@@ -104,6 +100,11 @@ def run_token_create(args: argparse.Namespace) -> int:
     from activestream.labeling.tokens import create
 
     name = check_name(args.name)
+    settings = settings_from(args)
+    if settings.store_url is None and not (settings.home_path / "store.db").exists():
+        # A token made in a new store is of no use to a running loop whose home is elsewhere.
+        print(f"note: {settings.home_path.resolve()} holds no store yet; making one there. To join a running "
+              "loop, use the home `activestream run` printed (--home or ACTIVESTREAM_HOME)", file=sys.stderr)
     service = _service(args)
     try:
         token = create(service.queue, name)
