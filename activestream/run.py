@@ -64,7 +64,8 @@ def seed_if_empty(settings: Settings, res: Resources, dataset, seed_indices):
 
 
 def settled(settings: Settings, res: Resources, observer: Observer, demo: Demo) -> bool:
-    """Every image predicted, every prediction decided, every request answered, and no fine-tuning due."""
+    """Every image predicted, every prediction decided, every request answered and its label
+    stored, and no fine-tuning due."""
     seen = observer.seen
     if not demo.answered:
         return False
@@ -78,6 +79,12 @@ def settled(settings: Settings, res: Resources, observer: Observer, demo: Demo) 
     if len(seen.requested) < res.store.count_samples(SELECTED_REASONS, since=demo.started):
         return False  # picks stored whose requests the observer has not read yet
     if len(seen.labels) < len(seen.requested):
+        return False
+    # Labels on the topic are not labels in the store until ingest has them (a restarted
+    # ingest may still be on its way to them); dead-lettered ones never will be.
+    dead = {d["key"] for d in seen.dead_records if d["topic"] == settings.topic_labels}
+    sent = {key for key in set(seen.labelers) if key[0] not in dead}  # a copy: the observer adds to it
+    if not sent <= res.store.labelers_of({sample_id for sample_id, _ in sent}):
         return False
     return not round_due(settings, res) and seen.announced and seen.announced[-1]["version"] == _last_promoted(settings, res)
 

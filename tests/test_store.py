@@ -368,3 +368,9 @@ def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path):
             p.join(60)
         assert [p.exitcode for p in procs] == [0] * 4
         assert SampleStore(url).count_samples() == 1
+
+
+def test_labelers_of_names_each_stored_label_of_the_asked_samples(store):
+    store.add_labels([Label("a", 1, "ann"), Label("a", 2, "oracle"), Label("b", 1, "ann"), Label("c", 0, "bob")])
+    assert store.labelers_of(["a", "b", "missing"], chunk=2) == {("a", "ann"), ("a", "oracle"), ("b", "ann")}
+    assert store.labelers_of([]) == set()

@@ -449,6 +449,14 @@ class SampleStore:
         query = select(LABELS).where(LABELS.c.sample_id == sample_id).order_by(LABELS.c.created, LABELS.c.labeler)
         return [Label(**row._mapping) for row in self._read(query)]
 
+    def labelers_of(self, ids: Iterable[str], chunk: int = 500) -> set[tuple[str, str]]:
+        """``(sample_id, labeler)`` of every stored label of these samples."""
+        ids, found = list(ids), set()
+        for i in range(0, len(ids), chunk):
+            query = select(LABELS.c.sample_id, LABELS.c.labeler).where(LABELS.c.sample_id.in_(ids[i:i + chunk]))
+            found.update((row.sample_id, row.labeler) for row in self._read(query))
+        return found
+
     def count_samples(self, reasons: Sequence[str] | None = None, since: datetime | None = None) -> int:
         """How many samples are stored; only those stored for one of ``reasons`` and
         created at or after ``since``, when given."""

@@ -22,6 +22,7 @@ class Observed:
     versions_served: Counter = field(default_factory=Counter)     # version -> predictions
     requested: dict[str, str] = field(default_factory=dict)       # image id -> reason
     labels: dict[str, int] = field(default_factory=dict)
+    labelers: set[tuple[str, str]] = field(default_factory=set)  # (image id, labeler) of every label seen
     announced: list[dict] = field(default_factory=list)
     dead: Counter = field(default_factory=Counter)                 # error kind -> count
     dead_records: list[dict] = field(default_factory=list)
@@ -84,6 +85,7 @@ class Observer:
 
     def _label(self, m: dict) -> None:
         self.seen.labels[m["id"]] = m["label"]
+        self.seen.labelers.add((m["id"], m["labeler"]))
 
     def _version(self, m: dict) -> None:
         self.seen.announced.append(m)
