@@ -34,6 +34,18 @@ def _label_free(found: dict | None, calibrated: bool) -> str:
     return text + (f" atc {atc.value:.3f}" if atc.n else "") + ("" if calibrated else " raw")
 
 
+def _own_source(settings) -> bool:
+    """Whether this run streams images itself. With ``--no-simulate`` they come from other
+    producers (``activestream source``), which it does not count: a "produced 0" beside
+    300 predicted reads as a fault.
+
+    >>> from types import SimpleNamespace
+    >>> _own_source(SimpleNamespace(simulate=False)), _own_source(SimpleNamespace(simulate=True))
+    (False, True)
+    """
+    return getattr(settings, "simulate", True) is not False
+
+
 def _drift(seen, now: float) -> str:
     """The newest drift detection the observer read: detector, signal, version, how long ago
     (``now``: wall-clock seconds), and how many there were; "-" before the first.
@@ -120,7 +132,8 @@ class Display:
             self._last = (now, seen.predictions)
         serving = seen.announced[-1] if seen.announced else {}
         row = {
-            "produced": len(demo.produced), "predicted": len(seen.predicted),
+            **({"produced": len(demo.produced)} if _own_source(settings) else {}),
+            "predicted": len(seen.predicted),
             "images/s": f"{self._rate:.0f}" + (" (source paused: a fine-tuning round is due)"
                                                if getattr(demo, "paused", False) else ""),
             "selected": len(seen.requested),
@@ -180,7 +193,8 @@ class Display:
         self.console.print(fitted(self.console, SUMMARY_TITLE, SUMMARY_HEADERS, rows))
         served = sorted(v for v, n in seen.versions_served.items() if n)
         self.console.print(
-            f"images {len(demo.produced)}, predicted {len(seen.predicted)}, selected {len(seen.requested)} "
+            (f"images {len(demo.produced)}, " if _own_source(settings) else "")
+            + f"predicted {len(seen.predicted)}, selected {len(seen.requested)} "
             f"({len(seen.requested) / max(1, len(seen.predicted)):.3%} of traffic, budget {settings.budget:.1%}), "
             f"labels {len(seen.labels)}, dead-lettered {sum(seen.dead.values())}, "
             f"versions announced {len(seen.announced)}, versions served {served}, "

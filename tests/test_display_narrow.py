@@ -80,3 +80,21 @@ def test_the_live_table_says_when_the_source_waits_for_a_round(tmp_path):
                            SimpleNamespace(produced=demo.produced, paused=paused))
         texts.append(console.export_text())
     assert "paused" not in texts[0] and "source paused: a fine-tuning round is due" in texts[1], texts
+
+
+def test_a_run_without_a_source_of_its_own_counts_no_produced_images(tmp_path):
+    # With --no-simulate the images come from `activestream source`, which the run does not
+    # count: "produced 0" beside the predicted ones would read as a fault.
+    settings, seen, demo, registry, store = finished_run(tmp_path)
+    seen.predicted.update({f"img-{i}": 1 for i in range(300)})
+    texts = {}
+    for simulate in (True, False):
+        here = SimpleNamespace(model_name="classifier", budget=0.05, simulate=simulate)
+        console = Console(file=StringIO(), width=200, record=True)  # not a terminal: plain "name value" lines
+        with Display(console, interval=0.0) as display:
+            display.update(here, SimpleNamespace(store=store), seen, demo)
+        display.summary(here, seen, demo, registry, store)
+        texts[simulate] = console.export_text()
+    assert "produced 20000" in texts[True] and "images 20000, predicted 300" in texts[True], texts[True]
+    assert "produced" not in texts[False] and "images 20000" not in texts[False], texts[False]
+    assert "predicted 300" in texts[False], texts[False]

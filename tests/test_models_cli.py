@@ -54,6 +54,7 @@ def test_list_marks_the_version_in_force_and_show_prints_the_history(capsys, hom
 def test_promote_rollback_retire_record_who_and_why(capsys, home):
     code, out, err = models(capsys, home, "promote", "4", "--by", "ann", "--reason", "better on the audit set")
     assert code == 0 and "in force: classifier v4" in out and "nothing announced" in err
+    assert "a loop started from now on serves it" in err  # not a fault before any loop runs
     assert serving(home) == 4
     code, out, _ = models(capsys, home, "rollback", "--by", "bob", "--reason", "v4 confuses a and b")
     assert code == 0 and "in force: classifier v2" in out and serving(home) == 2

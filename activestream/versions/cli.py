@@ -192,8 +192,9 @@ def _announce(settings: Settings, current, decision: str, by: str, reason: str) 
         return
     print(f"in force: {current.name} v{current.version}")
     if not settings.bootstrap:
-        print("no broker given (--bootstrap or ACTIVESTREAM_BOOTSTRAP): nothing announced; predictors serve it "
-              "after the next announcement or restart", file=sys.stderr)
+        # Before a loop runs (a first seed) this is the normal case: say so, lest it read as a fault.
+        print("no broker given (--bootstrap or ACTIVESTREAM_BOOTSTRAP): nothing announced; a loop started from now "
+              "on serves it, a running one after its next announcement or restart", file=sys.stderr)
         return
     from activestream.streams.announce import announce
     from activestream.streams.stage import make_producer
