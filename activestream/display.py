@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from rich.console import Console
 from rich.live import Live
@@ -104,9 +105,11 @@ SUMMARY_HEADERS = ["version", "parent", "status", "trained on", "predictions ser
 
 
 class Display:
-    def __init__(self, console: Console | None = None, interval: float = 5.0):
+    def __init__(self, console: Console | None = None, interval: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.console = console or Console()
         self.interval = interval
+        self.clock = clock  # paces the store reads behind the audit columns
         self._live: Live | None = None
         self._last = (time.monotonic(), 0)
         self._rate = 0.0
@@ -166,7 +169,7 @@ class Display:
         """The newest version's audit-label and label-free accuracy, refreshed every few seconds
         (store queries, paced as the store grows)."""
         if self._columns is None:
-            self._columns = Paced(lambda: self._read_audit(res, seen), every=self.interval)
+            self._columns = Paced(lambda: self._read_audit(res, seen), every=self.interval, clock=self.clock)
         return self._columns.get()
 
     def _read_audit(self, res, seen) -> tuple[str, str]:

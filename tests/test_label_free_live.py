@@ -96,12 +96,14 @@ def test_the_display_shows_the_newest_version_raw_before_audits_then_calibrated(
     seen, res = Observed(), SimpleNamespace(store=store)
     _, probs, truth = traffic(300, seed=2)
     seen.label_free.observe([1] * 300, probs)
-    display = Display(Console(file=StringIO()), interval=0.0)
-    audit, free = display._audit(res, seen, now=1.0)
+    now = [1.0]
+    display = Display(Console(file=StringIO()), interval=0.0, clock=lambda: now[0])
+    audit, free = display._audit(res, seen)
     assert audit == "-" and free.startswith("v1 ") and free.endswith(" raw")
     ids = list(truth)[:60]
     store.add_samples([Sample(k, model_version=1, predicted=int(probs[i].argmax()), reason="audit", selection_prob=0.1,
                               meta={PROBS: probs[i].tolist()}) for i, k in enumerate(ids)])
     store.add_labels(Label(k, truth[k], "alice") for k in ids)
-    audit, free = display._audit(res, seen, now=2.0)
+    now[0] = 1000.0  # long past the pace of a read however long it took
+    audit, free = display._audit(res, seen)
     assert audit.startswith("v1 ") and " atc " in free and not free.endswith(" raw")
