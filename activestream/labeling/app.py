@@ -1,5 +1,8 @@
 """The HTTP API (``/api``, Bearer tokens, documented at ``/docs`` and ``/openapi.json``) and the page (``/``).
 
+The documentation pages (``/docs``, Swagger UI; ``/redoc``) load their scripts from
+files packaged with ``fastapi-offline``, not from a CDN, so they work offline.
+
 Status codes: 401 without a valid token (checked before the body is read, see
 ``doors.py``), 429 after too many wrong ones from one address, 413 for a body over
 ``label_max_body_bytes``, 403 for the image of an item that is not yours, 404 for an
@@ -17,9 +20,11 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Respons
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 
 from activestream.errors import InvalidInput, NotFound
+from activestream.labeling.access import standing
 from activestream.labeling.doors import Doors, bearer, signed_in
 from activestream.labeling.service import LabelingService
 from activestream.labeling.signins import FailedSignIns
@@ -56,6 +61,17 @@ class SubmitResponse(BaseModel):
     guesses: list[Guess] | None = Field(None, description="in 'after' mode: the model's guesses, shown once answered")
 
 
+class Previous(BaseModel):
+    label: int
+    name: str
+
+
+class UndoResponse(NextResponse):
+    previous: Previous | None = Field(
+        None, description="the class the caller gave the item before; it stays in force until they answer again. "
+                          "null when the undone answer was a skip or unsure (those are forgotten)")
+
+
 class SkipRequest(BaseModel):
     unsure: bool = Field(False, description="true: the labeler cannot tell (counted apart from plain skips)")
 
@@ -66,9 +82,14 @@ class ConfigResponse(BaseModel):
     guesses: Literal["show", "hide", "after"]
 
 
+def _name(names: list[str], label: int) -> str:
+    """A class's name; its index as text when the model in force has fewer classes."""
+    return names[label] if label < len(names) else str(label)
+
+
 def _guesses(service: LabelingService, item: QueueItem) -> list[Guess]:
     names = service.classes
-    return [Guess(label=c, name=names[c] if c < len(names) else str(c), p=p) for c, p in item.top]
+    return [Guess(label=c, name=_name(names, c), p=p) for c, p in item.top]
 
 
 def _item(service: LabelingService, item: QueueItem) -> Item:
@@ -126,9 +147,13 @@ def skip(item_id: str, svc: Svc, who: Who, body: SkipRequest | None = None):
     return Response(status_code=204)
 
 
-@router.post("/undo", response_model=NextResponse, summary="Reopen my last answer; label it again to correct it")
+@router.post("/undo", response_model=UndoResponse, summary="Reopen my last answer; label it again to correct it")
 def undo(svc: Svc, who: Who):
-    return NextResponse(item=_item(svc, svc.undo(who)))
+    item = svc.undo(who)
+    # An undone label stays in the queue's answers until replaced; an undone skip is deleted.
+    held = standing(svc.queue, item.id, who, svc.clock())
+    previous = Previous(label=held.label, name=_name(svc.classes, held.label)) if held.outcome == "labeled" else None
+    return UndoResponse(item=_item(svc, item), previous=previous)
 
 
 @router.get("/stats", summary="Queue depth, my count and pace, gold accuracy, kappa, rubber-stamp rate")
@@ -163,8 +188,10 @@ def create_app(service: LabelingService, signins: FailedSignIns | None = None) -
     from activestream.labeling.studio import router as studio
 
     settings = service.settings
-    app = FastAPI(title="activestream labeling", version="1",
-                  description="Labelers' API: next item, submit, skip, undo, stats.")
+    app = FastAPIOffline(title="activestream labeling", version="1",
+                         description="Labelers' API: next item, submit, skip, undo, stats.",
+                         # no badge from Swagger's online validator: it would send the spec's URL away
+                         swagger_ui_parameters={"validatorUrl": None})
     app.state.service = service
     app.add_middleware(Doors, service=service, signins=signins or FailedSignIns(
         settings.label_signin_failures, settings.label_signin_window, clock=service.clock))

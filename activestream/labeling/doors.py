@@ -6,7 +6,8 @@ middleware stands in front instead:
 
 * ``/api/...`` takes a labeler's Bearer token; ``/ml-backend/...`` (but ``/health``)
   HTTP basic auth, a labeler's name and token. The page, its assets, the OpenAPI
-  document and Label Studio's health check are open.
+  document, its pages (``/docs``, ``/redoc``) with their assets, and Label Studio's
+  health check are open.
 * A request without valid credentials gets 401 and its body is never read; each
   wrong credential costs the client address one try of :class:`FailedSignIns`, and
   an address out of tries gets 429 with ``Retry-After``.
@@ -50,6 +51,8 @@ def door(path: str) -> str | None:
 
     >>> door("/api/next"), door("/ml-backend/webhook"), door("/ml-backend/health"), door("/docs")
     ('bearer', 'basic', None, None)
+    >>> door("/static-offline-docs/swagger-ui-bundle.js") is None
+    True
     """
     if path in OPEN:
         return None

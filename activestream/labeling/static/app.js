@@ -3,7 +3,11 @@
 
 const CLASS_KEYS = "1234567890qwertyiopadfghjklxcvbnm"; // s, u, z stay free for skip, unsure, undo
 const $ = (id) => document.getElementById(id);
-const state = { token: sessionStorage.getItem("token"), config: null, item: null, busy: false, shownUrl: null };
+const state = {
+  token: sessionStorage.getItem("token"), config: null, item: null, busy: false, shownUrl: null,
+  last: null,    // the labeler's last answer on this page: { id, outcome, label }
+  earlier: null, // what an undone item had before: { id, label, name } or { id, outcome }
+};
 
 async function api(method, path, body) {
   const headers = { Authorization: `Bearer ${state.token}` };
@@ -71,11 +75,31 @@ async function show(item) {
   state.shownUrl = url;
   state.item = item;
   img.dataset.item = item ? item.id : "";
-  $("message").textContent = "";
+  // #message is left alone: it stays until the next action starts (see run). The note of
+  // what an undone item had stays while that item is shown (a refused skip shows it again).
+  if (!(item && state.earlier && state.earlier.id === item.id)) state.earlier = null;
+  renderCorrection();
   $("empty").hidden = !!item;
   img.hidden = !item;
   $("item-id").textContent = item ? item.id : "";
   renderGuesses($("guesses"), $("guess-list"), item && item.guesses);
+}
+
+function renderCorrection() {
+  // After an undo: say the item is a correction and what was chosen before.
+  const e = state.earlier;
+  const box = $("correction");
+  box.hidden = !e;
+  if (e && e.name !== undefined) {
+    box.textContent = `Correction: you answered “${e.name}” before. It stays unless you pick another class.`;
+  } else if (e && e.outcome) {
+    box.textContent = `Correction: you ${e.outcome === "unsure" ? "marked this item unsure" : "skipped this item"} before. Answer it now, or skip it again.`;
+  } else if (e) {
+    box.textContent = "Correction: this is your last answer, reopened. Answer it again.";
+  }
+  $("classes").querySelectorAll("button").forEach((b) => {
+    b.classList.toggle("chosen", !!e && e.label !== undefined && Number(b.dataset.label) === e.label);
+  });
 }
 
 function renderGuesses(box, list, guesses) {
@@ -93,12 +117,13 @@ async function loadNext() {
   clearTimeout(waitTimer);
   const data = await (await api("POST", "/api/next")).json();
   await show(data.item);
-  if (!data.item) waitTimer = setTimeout(() => run(loadNext), 3000);
+  if (!data.item) waitTimer = setTimeout(() => run(loadNext, false), 3000);
 }
 
-async function run(action) {
+async function run(action, byLabeler = true) {
   if (state.busy) return; // one request at a time: a held key never answers twice
   state.busy = true;
+  if (byLabeler) $("message").textContent = ""; // the last action's message is read by now
   document.body.dataset.busy = "1"; // keys pressed meanwhile are dropped, never applied to the next item
   try { await action(); } catch (e) {
     if (e.message !== "unauthorized") $("message").textContent = e.message;
@@ -112,8 +137,11 @@ function answer(label) {
     const item = state.item;
     const res = await (await api("POST", `/api/items/${encodeURIComponent(item.id)}/label`, { label })).json();
     const name = state.config.classes[label];
+    const earlier = state.earlier && state.earlier.id === item.id ? state.earlier : null;
+    state.last = { id: item.id, outcome: "labeled", label };
     $("previous").hidden = false;
     let text = `${item.id}: ${name}`;
+    if (earlier && earlier.name !== undefined && earlier.label !== label) text += ` (was ${earlier.name})`;
     if (res.guesses && res.guesses.length) {
       text += ` — model: ${res.guesses.map((g) => `${g.name} ${(100 * g.p).toFixed(0)}%`).join(", ")}`;
     }
@@ -126,7 +154,9 @@ function answer(label) {
 function skip(unsure) {
   return run(async () => {
     if (!state.item) return;
-    await api("POST", `/api/items/${encodeURIComponent(state.item.id)}/skip`, { unsure });
+    const id = state.item.id;
+    await api("POST", `/api/items/${encodeURIComponent(id)}/skip`, { unsure });
+    state.last = { id, outcome: unsure ? "unsure" : "skipped" };
     await loadNext();
     refreshStats();
   });
@@ -135,23 +165,44 @@ function skip(unsure) {
 function undo() {
   return run(async () => {
     const data = await (await api("POST", "/api/undo")).json();
+    const item = data.item;
+    if (data.previous) {
+      state.earlier = { id: item.id, label: data.previous.label, name: data.previous.name };
+    } else { // an undone skip is forgotten by the queue: what this page saw is all there is
+      const last = state.last && state.last.id === item.id ? state.last : null;
+      state.earlier = { id: item.id, outcome: last ? last.outcome : null };
+    }
     $("previous").hidden = true;
-    await show(data.item);
+    await show(item);
     refreshStats();
   });
 }
 
-const pct = (x) => (x === null || x === undefined ? "–" : `${(100 * x).toFixed(0)}%`);
+const pct = (x) => `${(100 * x).toFixed(0)}%`;
+const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+
+function renderBroker(broker) {
+  // Reported by the service when it keeps answers for a broker it cannot reach.
+  const down = !!broker && (broker.up === false || broker.waiting > 0);
+  $("broker").hidden = !down;
+  $("broker").textContent = down
+    ? `The loop's broker is unreachable: your answers are kept and sent when it is back (${broker.waiting ?? 0} waiting).` : "";
+}
+
 async function refreshStats() {
   try {
     const s = await (await api("GET", "/api/stats")).json();
     $("s-queue").textContent = `${s.queue.waiting} waiting, ${s.queue.leased} in hand`;
     $("s-count").textContent = `${s.me.labeled} (${s.me.skipped} skipped, ${s.me.unsure} unsure)`;
     $("s-pace").textContent = `${s.me.pace_per_min.toFixed(1)} / min`;
-    $("s-gold").textContent = `${pct(s.me.gold_accuracy)} of ${s.me.gold_answered}`;
-    $("s-stamp").textContent = `${pct(s.me.rubber_stamp_rate)} of ${s.me.guess_wrong}`;
-    const k = s.agreement.kappa;
-    $("s-kappa").textContent = k === null ? `– (${s.agreement.items} items)` : `${k.toFixed(2)} (${s.agreement.items} items)`;
+    $("s-gold").textContent = s.me.gold_answered === 0 ? "no gold items yet"
+      : `${pct(s.me.gold_accuracy)} of ${plural(s.me.gold_answered, "gold item", "gold items")}`;
+    $("s-stamp").textContent = s.me.guess_wrong === 0 ? "no gold item with a wrong guess yet"
+      : `${pct(s.me.rubber_stamp_rate)} of ${plural(s.me.guess_wrong, "gold item", "gold items")}`;
+    const k = s.agreement.kappa, shared = s.agreement.items;
+    $("s-kappa").textContent = shared === 0 ? "no item labeled twice yet"
+      : k === null ? `not defined: ${plural(shared, "item", "items")}, all one class` : `${k.toFixed(2)} on ${plural(shared, "item", "items")}`;
+    renderBroker(s.broker);
   } catch (e) { /* stats are advisory; the next answer retries */ }
 }
 
