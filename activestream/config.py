@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from activestream.selectors import ONE_PASS_SELECTORS, SELECTORS
+
 if TYPE_CHECKING:
     from activestream.storage.blobs import BlobStore
     from activestream.storage.registry import ModelRegistry
@@ -86,7 +88,7 @@ class Settings(BaseSettings):
     inline_image_max: int = Field(65536, description="images up to this size ride inline in predictions; larger ones by reference")
 
     # selector
-    strategy: str = Field("margin", description="least_confidence, margin, entropy or random")
+    strategy: str = Field("margin", description="uncertainty score: " + ", ".join(ONE_PASS_SELECTORS))
     budget: float = Field(0.05, gt=0, le=1, description="share of traffic sent to labelers")
     budget_window: int = 1000
     audit_share: float = Field(0.1, ge=0, le=1, description="share of the budget spent on uniformly random audit items")
@@ -100,16 +102,10 @@ class Settings(BaseSettings):
     def _one_prediction_strategy(cls, name: str) -> str:
         # The streaming selector sees one probability vector per image: committee and
         # MC-dropout scores (bald ...) need several passes and run in the simulator only.
-        from activestream.errors import InvalidInput
-        from activestream.selectors import make_selector
-
-        try:
-            selector = make_selector(name)
-        except InvalidInput as e:
-            raise ValueError(str(e)) from e
-        if selector.needs_samples:
-            raise ValueError(f"strategy {name!r} needs several model passes per image; "
-                             "the selector worker takes least_confidence, margin, entropy or random")
+        if name not in ONE_PASS_SELECTORS:
+            why = ("needs several model passes per image (only simulate and compare run it)" if name in SELECTORS
+                   else "is unknown")
+            raise ValueError(f"strategy {name!r} {why}; use one of: {', '.join(ONE_PASS_SELECTORS)}")
         return name
     seed: int = 0
 
@@ -157,7 +153,8 @@ class Settings(BaseSettings):
     images: int = Field(20000, description="images the simulated source streams")
     rate: float = Field(300.0, description="images per second from the simulated source (0: as fast as possible)")
     seed_size: int = Field(500, description="labeled images the seed model is trained on")
-    label_delay: float = Field(0.2, description="seconds the simulated labeler takes per request")
+    label_delay: float = Field(0.2, description="seconds the simulated labeler waits before it answers each batch "
+                                                "of requests it reads at once (one wait per batch, not per request)")
     pace_learner: bool = Field(True, description="the simulated source pauses while a fine-tuning round is due, so a "
                                                  "slow machine shows learning too; off: a fixed rate whatever happens")
 

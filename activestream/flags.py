@@ -1,4 +1,4 @@
-"""Argument types shared by the commands' parsers."""
+"""Argument types and help shared by the commands' parsers."""
 
 from __future__ import annotations
 
@@ -30,3 +30,19 @@ def store_url(text: str) -> str:
             "a password on the command line shows in the process list; drop it from --store-url and set "
             "ACTIVESTREAM_STORE_URL in the environment instead, or PGPASSWORD / ~/.pgpass for PostgreSQL")
     return text
+
+
+def with_default(text: str, default) -> str:
+    """A flag's help with its default shown, unless the text already says what it is.
+
+    >>> with_default("share of traffic sent to labelers", 0.05)
+    'share of traffic sent to labelers (default: 0.05)'
+    >>> with_default("your own images", None), with_default("paced", True)
+    ('your own images (default: none)', 'paced (default: true)')
+    >>> with_default("Kafka servers (default: start the embedded broker)", None)
+    'Kafka servers (default: start the embedded broker)'
+    """
+    if "default:" not in text:
+        shown = "none" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
+        text = f"{text} (default: {shown})"
+    return text.replace("%", "%%")  # argparse formats help with %

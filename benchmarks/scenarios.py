@@ -23,7 +23,7 @@ DEFAULTS = ["--images", "20000", "--seed-size", "200", "--budget", "0.1", "--str
             "--holdout", "0", "--retrain-every", "200", "--round-gap", "2000", "--threads", "1", "--no-progress"]
 CASES = {name: [] for name in SCENARIOS} | {
     "mnist-usps": ["--images", "14000"],
-    "iid, noisy labeler 10%, label delay 500": ["--labeler", "noisy:0.1", "--label-delay", "500"]}
+    "iid, noisy labeler 10%, label delay 500": ["--labeler", "noisy:0.1", "--label-lag", "500"]}
 
 
 def main(argv: list[str] | None = None) -> int:

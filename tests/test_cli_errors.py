@@ -152,3 +152,61 @@ def test_gold_from_a_labeler_with_no_labels_is_an_error(tmp_path):
     done = activestream(tmp_path, "label", "gold", "--from-labeler", "nobody", "--home", home)
     assert "added" not in done.stdout
     assert_one_line(done, "--from-labeler", "'nobody'", "seed")
+
+
+SIMULATE = ("simulate", "--dataset", "digits", "--images", "300", "--device", "cpu")
+COMPARE = ("compare", "--dataset", "digits", "--images", "300", "--device", "cpu")
+
+
+INVALID_SIMULATIONS = [
+    ((*SIMULATE, "--budget", "-0.1"), ("--budget", "greater than 0", "-0.1")),
+    ((*SIMULATE, "--budget", "1.5"), ("--budget", "at most 1")),
+    ((*SIMULATE, "--window", "0"), ("--window", "at least 1")),
+    ((*SIMULATE, "--images", "0"), ("--images",)),
+    ((*SIMULATE, "--audit-share", "2"), ("--audit-share",)),
+    ((*SIMULATE, "--holdout", "1"), ("--holdout", "less than 1")),
+    ((*SIMULATE, "--label-lag", "-5"), ("--label-lag",)),
+    ((*SIMULATE, "--learning-rate", "0"), ("--learning-rate",)),
+    ((*SIMULATE, "--drift-factor", "0.5"), ("--drift-factor",)),
+    ((*SIMULATE, "--strategy", "smallest"), ("--strategy", "'smallest'")),
+    ((*SIMULATE, "--strategy", "margin/colour:red"), ("--strategy", "colour:red")),
+    ((*SIMULATE, "--labeler", "nobody"), ("--labeler", "'nobody'")),
+    ((*SIMULATE, "--labeler", "noisy:2"), ("--labeler",)),
+    ((*SIMULATE, "--pseudo", "oracle"), ("--pseudo", "human labels")),
+    ((*SIMULATE, "--scenario", "spin"), ("--scenario", "'spin'")),
+    ((*SIMULATE, "--drift-detectors", "adwn"), ("--drift-detectors", "adwn")),
+    ((*SIMULATE, "--arch", "lenett"), ("--arch", "'lenett'")),
+    ((*SIMULATE, "--device", "tpu"), ("--device", "'tpu'")),
+    ((*SIMULATE, "--threads", "-1"), ("--threads",)),
+    ((*COMPARE, "--seeds", "0"), ("--seeds",)),
+    ((*COMPARE, "--jobs", "0"), ("--jobs",)),
+    ((*COMPARE, "--target", "2"), ("--target",)),
+    ((*COMPARE, "--arms", "margin,bogus"), ("--arms", "'bogus'")),
+    ((*COMPARE, "--arms", "margin@nobody"), ("--arms", "'nobody'")),
+    ((*COMPARE, "--baseline", "nobody"), ("--baseline", "'nobody'")),
+]
+
+
+@pytest.mark.parametrize("argv, names", INVALID_SIMULATIONS,
+                         ids=[f"{argv[0]} {' '.join(argv[len(SIMULATE):])}" for argv, _ in INVALID_SIMULATIONS])
+def test_an_invalid_simulation_setting_is_one_line_naming_its_flag(tmp_path, argv, names):
+    out = tmp_path / "out"
+    done = activestream(tmp_path, *argv, "--no-progress", "--out", str(out))
+    assert_one_line(done, "invalid setting", *names)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_simulation_flag_of_the_wrong_kind_is_one_line(tmp_path):
+    done = activestream(tmp_path, *SIMULATE, "--cosine", "maybe")
+    err = done.stderr.strip()
+    assert done.returncode == EXIT_CONFIG and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "--cosine" in err and "'maybe'" in err and "activestream simulate --help" in err
+
+
+def test_an_unknown_run_strategy_offers_what_run_takes(tmp_path):
+    from activestream.selectors import ONE_PASS_SELECTORS
+
+    err = assert_one_line(run(tmp_path, "--strategy", "smallest"), "--strategy (ACTIVESTREAM_STRATEGY)",
+                          "'smallest'", ", ".join(ONE_PASS_SELECTORS))
+    assert "bald" not in err
+    assert_nothing_started(tmp_path / "home")

@@ -58,6 +58,14 @@ _REGISTRY = {
 SELECTORS: tuple[str, ...] = tuple(_REGISTRY)
 """Names accepted by :func:`make_selector`."""
 
+ONE_PASS_SELECTORS: tuple[str, ...] = tuple(name for name, cls in _REGISTRY.items() if not cls.needs_samples)
+"""Selectors that score one probability vector per image: the ones the streaming selector
+worker runs (the others need several model passes per image, which only the simulator makes).
+
+>>> ONE_PASS_SELECTORS
+('least_confidence', 'margin', 'entropy', 'random')
+"""
+
 
 def make_selector(name: str, **kwargs) -> Selector:
     """Build a selector by name, e.g. from a config value.
@@ -114,6 +122,7 @@ def _params(cls) -> str:
 
 __all__ = [
     "BUDGETS",
+    "ONE_PASS_SELECTORS",
     "SELECTORS",
     "AdaptiveBudget",
     "BALD",

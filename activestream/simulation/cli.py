@@ -1,24 +1,47 @@
-"""``activestream simulate`` and ``activestream compare``."""
+"""``activestream simulate`` and ``activestream compare``.
+
+Every flag's help shows its default, taken from :class:`~activestream.simulation.config.SimConfig`,
+and, where ``run``'s default for the same setting differs, run's and why. Every value is
+checked before a model is built: a bad one is one line naming its flag.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
 from activestream.config import default_data_dir
+from activestream.errors import ConfigError
+from activestream.flags import with_default
+from activestream.selectors import SELECTORS
+from activestream.simulation.checks import at_least, check
+from activestream.simulation.config import DEFAULTS, WHY_NOT_RUNS, SimConfig, differs_from_run, field_of, run_default
+from activestream.simulation.datasets import DATASETS
+from activestream.simulation.scenarios import SCENARIOS
 
-if TYPE_CHECKING:  # the engine imports torch: loaded when a simulation runs, not for --help
-    from activestream.simulation.engine import SimConfig
 
-_FLAGS = {  # flag -> (SimConfig field, type, help)
-    "--scenario": (str, "iid, class-incremental, rotate, contrast or mnist-usps"),
-    "--dataset": (str, "fashion-mnist, mnist, usps or digits (mnist-usps picks its own)"),
-    "--data-dir": (str, "folder holding the datasets (default: ACTIVESTREAM_DATA_DIR or the shared data folder)"),
+def _yes_no(text: str) -> bool:
+    """``--cosine``: true or false, nothing else.
+
+    >>> _yes_no("Yes"), _yes_no("0")
+    (True, False)
+    """
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+_FLAGS = {  # flag -> (type, help); the default shown is SimConfig's
+    "--scenario": (str, ", ".join(SCENARIOS)),
+    "--dataset": (str, f"{', '.join(DATASETS)} or auto (mnist-usps picks its own)"),
+    "--data-dir": (str, "folder holding the datasets (default: ACTIVESTREAM_DATA_DIR or ../shared/data beside the "
+                        "checkout)"),
     "--images": (int, "stream length"),
     "--seed-size": (int, "human labels the seed model is trained on"),
     "--budget": (float, "share of the stream sent to labelers"),
@@ -26,71 +49,101 @@ _FLAGS = {  # flag -> (SimConfig field, type, help)
     "--audit-share": (float, "share of the budget spent on uniformly random audit items"),
     "--labeler": (str, "oracle, noisy:RATE, self, confident:MIN_P or committee[:SHARE]"),
     "--pseudo": (str, "pseudo labeler for the items not sent to people: confident:MIN_P, self or committee"),
-    "--label-delay": (int, "stream images between a request and its label"),
+    "--label-lag": (int, "stream images between a request and its label (a count of images, not run's "
+                         "--label-delay seconds)"),
     "--retrain-every": (int, "new labels per learner round"),
     "--round-gap": (int, "at most one learner round per this many images"),
     "--epochs": (int, "fine-tuning epochs per round"),
     "--min-steps": (int, "at least this many optimiser steps per round"),
     "--max-steps": (int, "at most this many optimiser steps per round"),
     "--learning-rate": (float, "fine-tuning learning rate"),
-    "--cosine": (lambda v: v.lower() in ("1", "true", "yes"), "true: the rate decays to 0 over each round"),
+    "--cosine": (_yes_no, "true: the rate decays to 0 over each round"),
     "--holdout": (float, "share of human labels held out for promotion decisions"),
     "--batch": (int, "images per simulated micro-batch"),
     "--test-size": (int, "test images per evaluation (0: all)"),
     "--estimate-window": (int, "images behind each accuracy estimate"),
-    "--arch": (str, "lenet (default), small_cnn or a torchvision classifier name"),
+    "--arch": (str, "lenet, small_cnn or a torchvision classifier name"),
     "--device": (str, "auto (CUDA when present), cpu or cuda"),
-    "--drift-detectors": (str, "river detectors on confidence, class mix, embeddings and audit errors: "
-                               "adwin,page_hinkley,kswin (default) or none"),
-    "--drift-run-length": (float, "images between false alarms the detectors' thresholds aim at (500000)"),
-    "--drift-factor": (float, "budget multiplier after a detection (default 1: no boost)"),
-    "--drift-images": (int, "images a budget boost lasts (2000)"),
-    "--drift-early": (int, "new labels that make an early learner round after a detection (default 0: none)"),
+    "--drift-detectors": (str, "river detectors on confidence, class mix, embeddings and audit errors, "
+                               "comma-separated, or none"),
+    "--drift-run-length": (float, "images between false alarms the detectors' thresholds aim at"),
+    "--drift-factor": (float, "budget multiplier after a detection (1: no boost)"),
+    "--drift-images": (int, "images a budget boost lasts"),
+    "--drift-early": (int, "new labels that make an early learner round after a detection (0: none)"),
 }
+RENAMED = {"--label-delay": "--label-lag"}  # old name -> new: still taken, hidden from --help, with a warning
+
+
+def sim_help(flag: str, text: str) -> str:
+    """A flag's help with SimConfig's default, and run's with the reason where it differs.
+
+    >>> sim_help("--window", "budget window, images")
+    'budget window, images (default: 1000)'
+    """
+    field = field_of(flag)
+    if differs_from_run(field):
+        text = f"{text} (default: {DEFAULTS[field]}; run's is {run_default(field)}: {WHY_NOT_RUNS[field]})"
+    return with_default(text, DEFAULTS[field])
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     for flag, (kind, text) in _FLAGS.items():
-        p.add_argument(flag, type=kind, help=text)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+        p.add_argument(flag, type=kind, help=sim_help(flag, text))
+    for old, new in RENAMED.items():
+        p.add_argument(old, dest=_dest(old), type=_FLAGS[new][0], help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=0, help=with_default("torch CPU threads (0: torch's own)", 0))
     p.add_argument("--out", default=None, help="output folder (default: a new folder under var/sim)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (default: a progress bar on the terminal)")
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the simulation subcommands; each parser sets ``handler`` (args -> exit code)."""
-    p = sub.add_parser("simulate", help="replay the whole loop in one process over a real dataset (no broker)")
+    p = sub.add_parser("simulate", help="replay the whole loop in one process over a real dataset (no broker)",
+                       description="Replay the whole loop in one process over a real dataset, no broker. Where a "
+                                   "default differs from run's, the help says run's and why.")
     _common(p)
-    p.add_argument("--strategy", help="margin, entropy, least_confidence, bald, random, all or none; options "
-                   "after a slash: margin/quota:0.2, margin/cap:120, margin/diverse:0.05")
-    p.add_argument("--seed", type=int, help="random seed of the run")
+    p.add_argument("--strategy", help=with_default(
+        f"{', '.join(SELECTORS)}, all or none; options after a slash: margin/quota:0.2, margin/cap:120, "
+        "margin/diverse:0.05", DEFAULTS["strategy"]))
+    p.add_argument("--seed", type=int, help=with_default("random seed of the run", DEFAULTS["seed"]))
     p.set_defaults(handler=run_simulate)
-    c = sub.add_parser("compare", help="several strategies over several seeds: label efficiency, accuracy, AUC")
+    c = sub.add_parser("compare", help="several strategies over several seeds: label efficiency, accuracy, AUC",
+                       description="Several strategies over several seeds, each run as simulate runs it.")
     _common(c)
-    c.add_argument("--arms", default="random,all,margin",
-                   help="comma-separated STRATEGY[@LABELER][+PSEUDO_LABELER]; random and all are always added")
-    c.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
-    c.add_argument("--target", type=float, default=None, help="accuracy to reach (default: random's final, per seed)")
-    c.add_argument("--baseline", default="random", help="arm whose labels the others are divided by")
-    c.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    for flag, default, kind, text in (
+            ("--arms", "random,all,margin", str, "comma-separated STRATEGY[@LABELER][+PSEUDO_LABELER]; random and all "
+                                                 "are always added"),
+            ("--seeds", 3, int, "seeds 0..N-1"),
+            ("--target", None, float, "accuracy to reach (default: random's final, per seed)"),
+            ("--baseline", "random", str, "arm whose labels the others are divided by"),
+            ("--jobs", 1, int, "runs in parallel processes")):
+        c.add_argument(flag, type=kind, default=default, help=with_default(text, default))
     c.set_defaults(handler=run_compare)
 
 
 def config_from(args: argparse.Namespace, **extra) -> SimConfig:
-    values = {f.lstrip("-").replace("-", "_"): getattr(args, f.lstrip("-").replace("-", "_")) for f in _FLAGS}
+    """The SimConfig the flags ask for, every value checked (see :func:`check`)."""
+    values = {field_of(f): getattr(args, _dest(f)) for f in _FLAGS}
+    for old, new in RENAMED.items():
+        given = getattr(args, _dest(old), None)
+        if given is None:
+            continue
+        if values[field_of(new)] is not None:
+            raise ConfigError(f"{old} is the old name of {new}; give {new} only")
+        print(f"activestream: {old} is now {new}; the old name still works for a while", file=sys.stderr)
+        values[field_of(new)] = given
     values.update(extra)
-    from activestream.simulation.engine import SimConfig
-
     if values.get("data_dir") is None:
         import os
 
         values["data_dir"] = os.environ.get("ACTIVESTREAM_DATA_DIR") or default_data_dir()
     config = SimConfig(**{k: v for k, v in values.items() if v is not None})
-    from activestream.simulation.datasets import check_dataset
-
-    # Before any model is built: a wrong name or folder fails in a second, not after the seed.
-    for name in ("mnist", "usps") if config.scenario == "mnist-usps" else (config.dataset,):
-        check_dataset(name, config.data_dir)
+    check(config)
     return config
 
 
@@ -115,11 +168,12 @@ def _progress(enabled: bool, total: int, what: str):
 
 
 def run_simulate(args: argparse.Namespace) -> int:
+    at_least("--threads", args.threads, 0)
+    config = config_from(args, **{k: v for k, v in (("strategy", args.strategy), ("seed", args.seed)) if v is not None})
     from activestream.simulation.engine import simulate
     from activestream.simulation.report import write_run
 
     _threads(args.threads)
-    config = config_from(args, **{k: v for k, v in (("strategy", args.strategy), ("seed", args.seed)) if v is not None})
     bar, advance = _progress(args.progress, config.images, f"simulate {config.scenario}/{config.strategy}")
     started = time.perf_counter()
     with bar:
@@ -158,16 +212,20 @@ def _one(job: tuple[SimConfig, int]) -> dict:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    for flag, least in (("--threads", 0), ("--seeds", 1), ("--jobs", 1)):
+        at_least(flag, getattr(args, flag.lstrip("-")), least)
+    if args.target is not None and not 0 < args.target <= 1:
+        raise ConfigError(f"invalid setting --target: an accuracy is greater than 0 and at most 1 (got {args.target})")
+    base = config_from(args)
+    arms = arms_of(args.arms)
+    for arm in arms:  # a typo fails now, not after the other arms ran
+        check(arm_config(base, arm, 0), arm="--arms")
+    if args.baseline not in arms:
+        raise ConfigError(f"invalid setting --baseline: {args.baseline!r} is not one of the arms ({', '.join(arms)})")
     from activestream.simulation.engine import simulate
     from activestream.simulation.report import compare_summary, compare_table, plot, write_json
 
     _threads(args.threads)
-    base = config_from(args)
-    arms = arms_of(args.arms)
-    from activestream.simulation.policy import make_policy
-
-    for arm in arms:  # a typo fails now, not after the other arms ran
-        make_policy(arm_config(base, arm, 0).strategy, budget=base.budget, window=base.window)
     jobs = [(arm, arm_config(base, arm, seed)) for seed in range(args.seeds) for arm in arms]
     out = _out(args, "compare")
     (out / "runs").mkdir(parents=True, exist_ok=True)

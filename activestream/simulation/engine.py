@@ -2,7 +2,7 @@
 
 Per batch of ``batch`` stream images, in order: the serving model predicts; the policy
 selects and commits (for ours: the streaming selector's core selector and budget
-manager); the labeler answers, ``label_delay`` images later; when the learner policy
+manager); the labeler answers, ``label_delay`` images later (``--label-lag``); when the learner policy
 says a round is due (the same :class:`~activestream.learners.incremental.LearnerPolicy`
 the learner worker runs), the serving model is fine-tuned on every label so far and the
 result serves if it passes the held-out check. Truth reaches the learner only through
@@ -14,9 +14,7 @@ made it, and a human label of the same item wins.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,54 +24,12 @@ from activestream.errors import ConfigError
 from activestream.learners.classifier import Classifier
 from activestream.learners.incremental import LearnerPolicy, split_holdout
 from activestream.learners.training import TrainConfig, fit
+from activestream.simulation.config import SimConfig
 from activestream.simulation.labelers import make_labeler
 from activestream.simulation.policy import SelectionPolicy, make_policy
 from activestream.simulation.scenarios import Scenario, build_scenario
 from activestream.simulation.seed import spec_for
 from activestream.simulation.tally import Tally
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    """Everything a run depends on; the JSON record repeats it."""
-
-    scenario: str = "iid"
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    images: int = 20000
-    seed_size: int = 200
-    strategy: str = "margin"
-    budget: float = 0.1
-    window: int = 1000
-    audit_share: float = 0.1
-    labeler: str = "oracle"
-    pseudo: str | None = None     # a second, pseudo labeler for the items the policy passes over
-    label_delay: int = 0          # stream images between a request and its label
-    retrain_every: int = 100      # new labels per learner round
-    round_gap: int = 1000         # at most one round per this many images (the learner takes time)
-    epochs: int = 4
-    min_steps: int = 150
-    max_steps: int | None = 300
-    learning_rate: float = 1e-3
-    cosine: bool = True           # learning rate decays to 0 over each round
-    holdout: float = 0.2
-    tolerance: float = 0.01
-    seed_epochs: int = 10
-    batch: int = 250
-    test_size: int = 0            # 0: the whole test split
-    estimate_window: int = 4000   # images behind each accuracy estimate
-    mc_samples: int = 10
-    arch: str = "lenet"
-    device: str = "auto"
-    seed: int = 0
-    drift_detectors: str = "adwin,page_hinkley,kswin"  # "none": no drift detection
-    drift_run_length: float = 500_000.0  # images between false alarms the thresholds aim at
-    drift_factor: float = 1.0     # budget multiplier after a detection (1: no boost)
-    drift_images: int = 2000      # images a boost lasts
-    drift_early: int = 0          # new labels that make an early learner round after a detection (0: none)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def learner_policy(c: SimConfig) -> LearnerPolicy:

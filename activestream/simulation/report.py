@@ -57,11 +57,37 @@ def run_table(record: dict) -> str:
                     f"| {_num(c.get('truth_traffic'))} | {_ci(a)} | {_val(i)} | {_val(n)} | {_ci(c.get('cbpe'))}{raw} "
                     f"| {_val(c.get('atc'))} |")
     s = record
-    head = (f"final test accuracy {s['final_accuracy']:.4f}; {s['labels']} human labels, {s['pseudo_labels']} "
-            f"pseudo-labels (precision {s['pseudo_precision']:.3f}); requests per {s['config']['window']} images: "
-            f"{_spread(s['window_requests'])} against {s['window_target']:.0f}; audit interval covered the truth "
-            f"at {s['audit_coverage']:.0%} of checkpoints{_errors(s.get('estimate_error'))}; {drift_line(s)}")
+    head = (f"final test accuracy {s['final_accuracy']:.4f}; {s['labels']} human labels, {_pseudo(s)}; "
+            f"{_requests(s)}; {_coverage(s)}{_errors(s.get('estimate_error'))}; {drift_line(s)}")
     return head + "\n\n" + "\n".join(rows) + "\n"
+
+
+def _pseudo(s: dict) -> str:
+    """Pseudo-labels and their precision, which no pseudo-labels leave undefined.
+
+    >>> _pseudo({"pseudo_labels": 0, "pseudo_precision": math.nan})
+    'no pseudo-labels'
+    """
+    if not s["pseudo_labels"] or _undefined(s["pseudo_precision"]):
+        return f"{s['pseudo_labels'] or 'no'} pseudo-labels"
+    return f"{s['pseudo_labels']} pseudo-labels (precision {s['pseudo_precision']:.3f})"
+
+
+def _requests(s: dict) -> str:
+    window = f"requests per {s['config']['window']} images: {_spread(s['window_requests'])}"
+    if _undefined(s["window_target"]):  # label everything, or nothing: no budget to keep
+        return f"{window}, no budget to keep ({s['policy']})"
+    return f"{window} against {s['window_target']:.0f}"
+
+
+def _coverage(s: dict) -> str:
+    if _undefined(s["audit_coverage"]):
+        return "no audit interval to check (no audit labels arrived)"
+    return f"audit interval covered the truth at {s['audit_coverage']:.0%} of checkpoints"
+
+
+def _undefined(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _errors(found: dict | None) -> str:
@@ -89,31 +115,57 @@ def _spread(values: list[int]) -> str:
     return f"{min(values)}-{max(values)}" if values else "-"
 
 
-def plot(records_by_arm: dict[str, list[dict]], path: Path, title: str) -> None:
-    """Mean test accuracy against labels spent, one line per arm, a band of +-1 std over seeds."""
+def plot(records_by_arm: dict[str, list[dict]], path: Path, title: str):
+    """Test accuracy against labels spent, one line per arm with a marker at every checkpoint.
+
+    One run: the line joins its checkpoints. Several seeds: the line is their mean (their
+    checkpoints fall at different label counts, so it is taken on a grid), with a band of
+    +-1 std and every seed's checkpoints as markers. Returns the (closed) figure.
+    """
     fig, ax = _figure()
     budgeted = [r["labels"] for recs in records_by_arm.values() for r in recs if r["policy"] != "all"]
     right = max(budgeted) if budgeted and max(budgeted) > 0 else max(r["labels"] for recs in records_by_arm.values()
                                                                         for r in recs)
-    grid = np.linspace(0, right, 101)
     for arm, recs in records_by_arm.items():
+        if len(recs) == 1:
+            points, checkpoints = _upto(curve(recs[0]), right)
+            ax.plot(*zip(*points), marker="o", ms=4, markevery=list(range(checkpoints)), label=arm)
+            continue
+        grid = np.linspace(0, right, 101)
         ys = np.array([np.interp(grid, *zip(*curve(r))) for r in recs])
         mean = ys.mean(axis=0)
         line, = ax.plot(grid, mean, label=arm)
-        if len(recs) > 1:
-            ax.fill_between(grid, mean - ys.std(axis=0), mean + ys.std(axis=0), color=line.get_color(), alpha=0.15)
+        ax.fill_between(grid, mean - ys.std(axis=0), mean + ys.std(axis=0), color=line.get_color(), alpha=0.15)
+        marks = [p for r in recs for p in curve(r) if p[0] <= right]
+        if marks:
+            ax.plot(*zip(*marks), ls="none", marker="o", ms=3, color=line.get_color(), alpha=0.6)
     if len(records_by_arm) == 1:
         _mark_drift(ax, next(iter(records_by_arm.values())))
     _save(fig, ax, "human labels spent on the stream", "test accuracy", title, path)
+    return fig
 
 
-def plot_estimates(record: dict, path: Path, title: str) -> None:
+def _upto(points: list[tuple[float, float]], right: float) -> tuple[list[tuple[float, float]], int]:
+    """The checkpoints up to ``right`` labels and how many, then where the curve crosses ``right``.
+
+    >>> points, n = _upto([(0, 0.5), (100, 0.7), (300, 0.9)], 200)
+    >>> n, [x for x, _ in points], round(points[-1][1], 6)
+    (2, [0, 100, 200], 0.8)
+    """
+    kept = [p for p in points if p[0] <= right]
+    n = len(kept)
+    if n < len(points):
+        kept.append((right, float(np.interp(right, *zip(*points)))))
+    return kept, n
+
+
+def plot_estimates(record: dict, path: Path, title: str):
     """Accuracy on traffic at each checkpoint: the truth, the audit estimate and the label-free
     ones (CBPE with its 95% band; hollow markers before calibration), against images streamed."""
     rows = [c for c in record["checkpoints"] if "truth_traffic" in c]
     fig, ax = _figure()
     x = [c["images"] for c in rows]
-    ax.plot(x, [c["truth_traffic"] for c in rows], "k-", label="truth on traffic")
+    ax.plot(x, [c["truth_traffic"] for c in rows], "k.-", label="truth on traffic")
     for key, style in (("audit", "C0o--"), ("cbpe", "C1s-"), ("atc", "C2^-")):
         pts = [(c["images"], c[key]) for c in rows if c.get(key) and c[key]["n"]]
         if pts:
@@ -126,6 +178,7 @@ def plot_estimates(record: dict, path: Path, title: str) -> None:
     if raw:
         ax.plot(*zip(*raw), "s", mfc="white", color="C1", label="cbpe before calibration (raw confidence)")
     _save(fig, ax, "images streamed", "accuracy of the served predictions, last window", title, path)
+    return fig
 
 
 def _figure():
