@@ -103,9 +103,9 @@ class Settings(BaseSettings):
         # The streaming selector sees one probability vector per image: committee and
         # MC-dropout scores (bald ...) need several passes and run in the simulator only.
         if name not in ONE_PASS_SELECTORS:
-            why = ("needs several model passes per image (only simulate and compare run it)" if name in SELECTORS
-                   else "is unknown")
-            raise ValueError(f"strategy {name!r} {why}; use one of: {', '.join(ONE_PASS_SELECTORS)}")
+            what = (f"strategy {name!r} needs several model passes per image (only simulate and compare run it)"
+                    if name in SELECTORS else f"unknown selector {name!r}")
+            raise ValueError(f"{what}; use one of: {', '.join(ONE_PASS_SELECTORS)}")
         return name
     seed: int = 0
 

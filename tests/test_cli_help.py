@@ -137,7 +137,7 @@ def test_simulate_names_its_lag_in_images_and_keeps_the_old_name_hidden():
     for name in ("simulate", "compare"):
         text = helps(command(name))
         assert "--label-delay" not in text and "images" in text["--label-lag"]
-        assert "--label-delay" not in command(name).format_help()
+        assert "--label-delay LABEL_DELAY" not in command(name).format_help()  # named only as run's
     assert flag_of("label_delay") == "--label-lag" and RENAMED == {"--label-delay": "--label-lag"}
 
 

@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     gold = label.add_parser("gold", help="add gold items (known answers) from a trusted labeler's labels")
     _common(gold)
     gold.add_argument("--from-labeler", required=True, help="whose stored labels are the known answers (e.g. seed)")
-    gold.add_argument("--count", type=int, default=100, help="how many gold items to add (default 100)")
+    gold.add_argument("--count", type=int, default=100, help="how many gold items to add (default: %(default)s)")
     gold.set_defaults(handler=run_gold)
 
     from activestream.labeling.studio_cli import register as label_studio

@@ -8,12 +8,13 @@ activestream.errors.ConfigError: invalid setting --budget: must be at most 1 (go
 >>> check(SimConfig(strategy="smallest"))  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-activestream.errors.ConfigError: invalid setting --strategy: unknown selector 'smallest'; use one of: ...
+activestream.errors.ConfigError: invalid setting --strategy: unknown strategy 'smallest'; use one of: ..., all or none
 """
 
 from __future__ import annotations
 
 from activestream.errors import ActivestreamError, ConfigError
+from activestream.selectors import SELECTORS
 from activestream.simulation.config import SimConfig, broken, flag_of
 from activestream.simulation.datasets import check_dataset
 from activestream.simulation.labelers import make_labeler
@@ -32,6 +33,10 @@ def check(config: SimConfig, arm: str | None = None) -> None:
     if config.scenario not in SCENARIOS:
         raise ConfigError(f"invalid setting --scenario: unknown scenario {config.scenario!r}; use one of "
                           f"{', '.join(SCENARIOS)}")
+    strategy = config.strategy.split("/")[0]
+    if strategy not in (*SELECTORS, "all", "none"):
+        raise ConfigError(f"invalid setting {arm or '--strategy'}: unknown strategy {strategy!r}; use one of: "
+                          f"{', '.join(SELECTORS)}, all or none")
     _named(arm or "--strategy", make_policy, config.strategy, budget=config.budget, window=config.window)
     _named(arm or "--labeler", make_labeler, config.labeler, classes=2)
     if config.pseudo and _named(arm or "--pseudo", make_labeler, config.pseudo, classes=2).kind != "pseudo":
