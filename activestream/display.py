@@ -141,7 +141,8 @@ class Display:
                                                if getattr(demo, "paused", False) else ""),
             "selected": len(seen.requested),
             "share": f"{len(seen.requested) / max(1, len(seen.predicted)):.3f} (budget {settings.budget})",
-            "labels": len(seen.labels), "versions": len(seen.announced),
+            # Versions, not announcements: a rollback or a restart announces an old one again.
+            "labels": len(seen.labels), "versions": len({m["version"] for m in seen.announced}),
             "serving": f"v{serving.get('version', '-')}",
             "test acc": _acc(serving.get("metrics", {}), "test_accuracy"),
             **dict(zip(("audit acc (95% CI)", "label-free acc (CBPE, ATC)"), self._audit(res, seen))),

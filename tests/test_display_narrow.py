@@ -98,3 +98,14 @@ def test_a_run_without_a_source_of_its_own_counts_no_produced_images(tmp_path):
     assert "produced 20000" in texts[True] and "images 20000, predicted 300" in texts[True], texts[True]
     assert "produced" not in texts[False] and "images 20000" not in texts[False], texts[False]
     assert "predicted 300" in texts[False], texts[False]
+
+
+def test_the_live_table_counts_versions_not_announcements(tmp_path):
+    settings, seen, demo, _, store = finished_run(tmp_path)
+    for version in (1, 2, 3, 1, 3):  # a rollback to 1, then 3 put back in force
+        seen.announced.append({"version": version, "metrics": {}})
+    console = Console(file=StringIO(), width=1000, record=True)  # not a terminal: one line per update
+    with Display(console, interval=0.0) as display:
+        display.update(SimpleNamespace(budget=0.05), SimpleNamespace(store=store), seen, demo)
+    text = console.export_text()
+    assert "| versions 3 | serving v3 |" in text, text
