@@ -55,20 +55,27 @@ def test_a_redelivery_cut_differently_requests_every_stored_sample_and_decides_o
     assert stored_ids(again) == out
 
 
-def test_a_restored_budget_decides_as_one_that_never_stopped(tmp_path):
-    settings = make_settings(tmp_path, budget=0.1, diversity_radius=0.0)
-    rng = np.random.default_rng(2)
-    batches = [records(200, k * 200, rng) for k in range(10)]
-    steady = handler_on(tmp_path / "steady", settings)
-    steady_picks = set()
+def decide(batches, steady_home, restarted_home, settings):
+    """Every batch through one handler that never stops, and through a new handler (a new
+    process) per batch on the same store; both handlers at the end and their picks."""
+    steady, steady_picks = handler_on(steady_home, settings), set()
     for batch in batches:
         steady_picks |= requested(asyncio.run(steady.handle(batch)))
         steady.committed()
     restarted_picks = set()
-    for k, batch in enumerate(batches):
-        handler = handler_on(tmp_path / "restarted", settings)  # a new process for every batch
+    for batch in batches:
+        handler = handler_on(restarted_home, settings)
         restarted_picks |= requested(asyncio.run(handler.handle(batch)))
         handler.committed()
+    return steady, steady_picks, handler, restarted_picks
+
+
+def test_a_restored_budget_decides_as_one_that_never_stopped(tmp_path):
+    settings = make_settings(tmp_path, budget=0.1, diversity_radius=0.0)
+    rng = np.random.default_rng(2)
+    batches = [records(200, k * 200, rng) for k in range(10)]
+    steady, steady_picks, handler, restarted_picks = decide(batches, tmp_path / "steady", tmp_path / "restarted",
+                                                            settings)
     assert restarted_picks == steady_picks
     assert handler.budget.seen_ == steady.budget.seen_ == 2000
     # each pick keeps its place in the selector's stream, so its budget window is known after restarts
@@ -97,16 +104,8 @@ def test_the_diversity_memory_is_rebuilt_after_a_restart(tmp_path):
     settings = make_settings(tmp_path, budget=0.1, diversity_radius=0.05)
     rng = np.random.default_rng(3)
     batches = [with_embeddings(records(200, k * 200, rng), rng) for k in range(6)]
-    steady = handler_on(tmp_path / "steady", settings)
-    steady_picks = set()
-    for batch in batches:
-        steady_picks |= requested(asyncio.run(steady.handle(batch)))
-        steady.committed()
-    restarted_picks = set()
-    for batch in batches:
-        handler = handler_on(tmp_path / "restarted", settings)
-        restarted_picks |= requested(asyncio.run(handler.handle(batch)))
-        handler.committed()
+    steady, steady_picks, handler, restarted_picks = decide(batches, tmp_path / "steady", tmp_path / "restarted",
+                                                            settings)
     assert len(handler.diversity.memory_) == len(steady.diversity.memory_) > 0
     assert np.allclose(handler.diversity.memory_, steady.diversity.memory_)
     assert restarted_picks == steady_picks
