@@ -29,6 +29,8 @@ HANDLER_ERRORS = Counter("activestream_handler_errors_total", "Exceptions that e
                          "(kind: transient, the store or broker was away; error, anything else)", ["worker", "kind"])
 LAG = Gauge("activestream_consumer_lag_messages", "High watermark minus position, per partition this process consumes",
             ["worker", "topic", "partition"])
+ASSIGNED = Gauge("activestream_assigned_partitions", "Partitions this process's consumer holds (a scaled worker with "
+                 "none is idle: more processes than partitions, or a rebalance under way)", ["worker", "topic"])
 PREDICTIONS = Counter("activestream_predictions_total", "Predictions made (the version: activestream_serving_version)",
                       ["model"])
 CLASS_PREDICTED = Counter("activestream_predicted_class_total", "Predictions per class (label: its index, "

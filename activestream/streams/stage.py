@@ -22,7 +22,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -91,6 +91,26 @@ def make_consumer(settings: Settings, bootstrap: str, group: str | None, *topics
         rebalance_timeout_ms=max(session_ms, 5000), max_partition_fetch_bytes=8 << 20,
         fetch_max_wait_ms=settings.batch_wait_ms, **kw,
     )
+
+
+class Assignment(ConsumerRebalanceListener):
+    """Logs and exposes which partitions of ``topics`` a stage's consumer holds: a scaled
+    worker's share of the work is its share of the partitions, and one that holds none
+    (more processes than partitions) idles."""
+
+    def __init__(self, worker: str, topics: Sequence[str]):
+        self.worker = worker
+        self.topics = tuple(topics)
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        pass  # the next assignment says what is held
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        held = {topic: sorted(tp.partition for tp in assigned if tp.topic == topic) for topic in self.topics}
+        for topic, partitions in held.items():
+            metrics.ASSIGNED.labels(self.worker, topic).set(len(partitions))
+        log.info("%s holds %s", self.worker, "; ".join(f"{topic} {partitions or 'none'}"
+                                                      for topic, partitions in held.items()))
 
 
 def make_producer(bootstrap: str) -> AIOKafkaProducer:

@@ -32,7 +32,7 @@ from activestream.streams.reaper import orphaned
 from activestream.streams.selector import SelectorHandler
 from activestream.streams.serving import ServingModel
 from activestream.streams.messages import ModelVersionV1, parse
-from activestream.streams.stage import BatchStage, make_consumer, make_producer
+from activestream.streams.stage import Assignment, BatchStage, make_consumer, make_producer
 from activestream.streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,8 @@ def _eval_sets(settings: Settings) -> tuple[dict, tuple[str, ...] | None]:
 
 
 async def _run_stage(name: str, settings: Settings, bootstrap: str, handler, topic: str, stop: asyncio.Event) -> None:
-    consumer = make_consumer(settings, bootstrap, settings.group(name), topic)
+    consumer = make_consumer(settings, bootstrap, settings.group(name))
+    consumer.subscribe([topic], listener=Assignment(name, [topic]))
     producer = make_producer(bootstrap)
     await producer.start()
     await consumer.start()
