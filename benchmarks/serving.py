@@ -21,8 +21,13 @@ The summary gives the median of each figure over the rounds, and the ratios' ran
 - backlog: the predictors drain images already on the topic: their capacity, counted
   from the first 10% of predictions to the first 90%, so neither their start (model
   load, group join) nor the tail counts.
-- live: the producer and the predictors run at once on the same machine, from the first
-  image produced to the last prediction received.
+- live: the load generator and the predictors run at once on the same machine: it
+  offers images at 1.25 times the round's backlog rate, paced over the phase, and the
+  predictors' rate is counted as for the backlog.
+
+An image counts as predicted once a predictor has committed its offset, which it does
+only after its prediction is on the broker (see ``Predicted``); after the phases every
+image's prediction is read back from the topic.
 
 By default one predictor process per core, each with one torch thread, share the images
 partitions (``ACTIVESTREAM_PREDICTORS`` and ``ACTIVESTREAM_THREADS`` in a deployment).
@@ -111,8 +116,10 @@ def raw_per_process(clf: Classifier, chunk: int, images: np.ndarray, batch: int,
                for together in zip(*runs))
 
 
-async def produce(producer, topic: str, messages: list[tuple[bytes, bytes]], slice_size: int = 512) -> float:
-    """Produce slice by slice, in record batches, to the partitions the keys hash to.
+async def produce(producer, topic: str, messages: list[tuple[bytes, bytes]], slice_size: int = 512,
+                  rate: float | None = None) -> float:
+    """Produce slice by slice, in record batches, to the partitions the keys hash to; with
+    ``rate``, paced to that many messages a second (in slices of a twentieth of a second).
 
     Production images come from other machines; here the load generator shares the
     predictors' cores, so it builds batches rather than calling ``send`` per message.
@@ -120,9 +127,13 @@ async def produce(producer, topic: str, messages: list[tuple[bytes, bytes]], sli
     partitions = sorted(await producer.partitions_for(topic))
     partitioner = DefaultPartitioner()
     targets = [partitioner(key, partitions, partitions) for key, _ in messages]  # before the clock starts
+    if rate is not None:
+        slice_size = max(1, int(rate / 20))
     started = time.perf_counter()
     futures = []
     for i in range(0, len(messages), slice_size):
+        if rate is not None:
+            await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
         groups: dict[int, list] = {}
         for message, partition in zip(messages[i:i + slice_size], targets[i:i + slice_size]):
             groups.setdefault(partition, []).append(message)
@@ -130,6 +141,9 @@ async def produce(producer, topic: str, messages: list[tuple[bytes, bytes]], sli
             futures.extend(await send_batches(producer, topic, partition, group))
     await asyncio.gather(*futures)
     return started
+
+
+LIVE_OFFER = 1.25  # the live phase's offered rate, against the round's backlog rate
 
 
 def partitions(settings: Settings, topic: str) -> list[TopicPartition]:
@@ -140,10 +154,10 @@ class Predicted:
     """Counts the images predicted by the predictors' committed offsets on ``images``
     (a predictor commits a batch once its predictions are on the broker), a few bytes a
     poll, rather than by fetching every prediction: the measurement shares the
-    predictors' cores, and reading every prediction cost it about 0.06 of a core, and
-    the broker as much again, at 5,000 images/s. (The broker's end offsets cannot
-    serve: Tansu answers them wrongly.) :func:`verify` reads the predictions once the
-    phases are over."""
+    predictors' cores, and reading every prediction took the benchmark's process about
+    0.06 of a core at 5,000 images/s, besides the broker's work serving it. (The
+    broker's end offsets cannot serve: Tansu answers them wrongly.) :func:`verify` reads
+    the predictions once the phases are over."""
 
     def __init__(self, settings: Settings):
         self.group = settings.group("predictor")
@@ -219,10 +233,12 @@ async def end_to_end(settings: Settings, messages: dict[str, list], seed_meta) -
             try:
                 backlog = steady_rate(await waiter)
                 await asyncio.sleep(0.5)
-                waiter = asyncio.ensure_future(predicted.until(await predicted.count() + len(messages["live"])))
-                started = await produce(producer, settings.topic_images, messages["live"])
-                last, _ = (await waiter)[-1]
-                live = len(messages["live"]) / (last - started)
+                base = await predicted.count()
+                waiter = asyncio.ensure_future(predicted.until(base + len(messages["live"])))
+                # offered faster than the backlog drained: the predictors take all they can
+                # while the generator sends, not a burst that is over before they start
+                await produce(producer, settings.topic_images, messages["live"], rate=LIVE_OFFER * backlog)
+                live = steady_rate([(t, n - base) for t, n in await waiter])
             finally:
                 cluster.stop()
     finally:

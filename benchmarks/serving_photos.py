@@ -18,8 +18,8 @@ round measures, per case:
   start to the last end;
 - backlog: the predictor processes drain the same messages from a full ``images`` topic,
   counted from the first 10% of predictions to the first 90% (as in ``serving.py``);
-- live: half as many more produced while the predictors run, from the first produced to
-  the last predicted (as in ``serving.py``).
+- live: half as many more, offered while the predictors run at 1.25 times the round's
+  backlog rate (as in ``serving.py``).
 """
 
 from __future__ import annotations
