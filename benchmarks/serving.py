@@ -186,7 +186,8 @@ class Predicted:
 
 async def verify(settings: Settings, ids: set[bytes], patience: float = 30.0) -> int:
     """Read every prediction once; raise unless each of ``ids`` was predicted; return how
-    many were predicted more than once (a rebalance redelivers: the rates then count them)."""
+    many were predicted more than once (a rebalance redelivers a batch whose commit it
+    interrupted; the rates count each image once, by its committed offset)."""
     consumer = make_consumer(settings, settings.bootstrap, None)
     await consumer.start()
     try:
